@@ -1,0 +1,108 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from redis import Redis
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from hub.config import default_instance_path
+from hub.config import load_config
+from hub.config import validate_config
+from hub.crypto import Vault
+from hub.extensions import csrf
+from hub.extensions import db
+from hub.extensions import login_manager
+from hub.extensions import migrate
+from hub.registry import Registry
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def resource_dir(name: str) -> Path:
+    """Folder of packaged resources (`templates`, `migrations`).
+
+    Installed from a wheel they sit inside the `hub` package; in a source checkout
+    (and an editable install) they are the top-level folders beside `hub/`.
+    """
+    for candidate in (PACKAGE_DIR / name, PACKAGE_DIR.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"SurveyHub's {name} folder is missing; reinstall the package.")
+
+
+@dataclass
+class HubState:
+    """Per-app state kept in ``app.extensions["hub"]``."""
+
+    registry: Registry
+    vault: Vault
+    redis: Redis | None = None
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Create the hub's Flask app from the environment, overridden by `config`."""
+    config = dict(config or {})
+    instance_path = Path(config.pop("INSTANCE_PATH", None) or default_instance_path())
+    app = Flask(
+        "hub",
+        instance_path=str(instance_path),
+        template_folder=str(resource_dir("templates")),
+        static_folder=None,
+    )
+    app.config.update(load_config(os.environ, instance_path))
+    app.config.update(config)
+    validate_config(app.config)
+    instance_path.mkdir(parents=True, exist_ok=True)
+    _configure_database(app)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(resource_dir("migrations")))
+    login_manager.init_app(app)
+    csrf.init_app(app)
+
+    registry = Registry.load(
+        disabled=app.config["HUB_DISABLED_PLUGINS"], extra=app.config["HUB_PLUGINS"]
+    )
+    app.extensions["hub"] = HubState(
+        registry=registry,
+        vault=Vault(app.config["SECRET_KEY"], app.config["HUB_OLD_SECRET_KEYS"]),
+    )
+
+    from hub.web import register_web
+
+    register_web(app)
+    for blueprint in registry.blueprints():
+        app.register_blueprint(blueprint)
+    return app
+
+
+def _configure_database(app: Flask) -> None:
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    if url.startswith("postgresql"):
+        # Fail fast with a clear message instead of hanging on an unreachable server.
+        options.setdefault("connect_args", {"connect_timeout": 5})
+        options.setdefault("pool_pre_ping", True)
+    elif url.startswith("sqlite"):
+        options.setdefault("connect_args", {"timeout": 30})
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    # WAL lets the web process read while a worker writes; SQLite leaves foreign keys
+    # off unless asked.
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()

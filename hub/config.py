@@ -1,0 +1,85 @@
+"""Settings: every option the hub reads from the environment, in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: Secret keys that are known placeholders and must never protect a real install.
+WEAK_SECRETS = frozenset({"", "dev", "secret", "change-me", "changeme", "replace-me", "test"})
+MIN_SECRET_LENGTH = 16
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; the message names the variable to fix."""
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _list(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def default_instance_path() -> Path:
+    """The folder for local state (SQLite file, embedded Redis, generated secret)."""
+    return Path(os.environ.get("HUB_INSTANCE_PATH") or Path.cwd() / "instance").resolve()
+
+
+def normalise_database_url(url: str) -> str:
+    """Point PostgreSQL URLs at the psycopg 3 driver, whatever spelling the user gave."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def embedded_redis_socket(instance_path: Path) -> Path:
+    """Where `surveyhub run` puts the bundled redis-server's unix socket."""
+    return instance_path / "redis" / "redis.sock"
+
+
+def load_config(environ: Mapping[str, str], instance_path: Path) -> dict[str, Any]:
+    """Build the Flask config mapping from environment variables."""
+    database_url = environ.get("DATABASE_URL") or f"sqlite:///{instance_path / 'surveyhub.db'}"
+    redis_url = environ.get("REDIS_URL") or f"unix://{embedded_redis_socket(instance_path)}"
+    return {
+        "SECRET_KEY": environ.get("HUB_SECRET_KEY", ""),
+        "HUB_OLD_SECRET_KEYS": _list(environ.get("HUB_OLD_SECRET_KEYS")),
+        "DEBUG": _bool(environ.get("HUB_DEBUG")),
+        "SQLALCHEMY_DATABASE_URI": normalise_database_url(database_url),
+        "REDIS_URL": redis_url,
+        "HUB_BASE_URL": (environ.get("HUB_BASE_URL") or "http://localhost:5000").rstrip("/"),
+        "HUB_DISABLED_PLUGINS": _list(environ.get("HUB_DISABLED_PLUGINS")),
+        "HUB_PLUGINS": _list(environ.get("HUB_PLUGINS")),
+        "HUB_SCHEDULER_TICK": float(environ.get("HUB_SCHEDULER_TICK") or 5),
+        "HUB_LOG_LEVEL": environ.get("HUB_LOG_LEVEL") or "INFO",
+        "SMTP_HOST": environ.get("HUB_SMTP_HOST") or "",
+        "SMTP_PORT": int(environ.get("HUB_SMTP_PORT") or 25),
+        "SMTP_USER": environ.get("HUB_SMTP_USER") or "",
+        "SMTP_PASSWORD": environ.get("HUB_SMTP_PASSWORD") or "",
+        "SMTP_SECURITY": (environ.get("HUB_SMTP_SECURITY") or "none").lower(),
+        "MAIL_FROM": environ.get("HUB_MAIL_FROM") or "surveys@localhost",
+    }
+
+
+def validate_config(config: Mapping[str, Any]) -> None:
+    """Refuse settings that would run a real install insecurely or not at all."""
+    production = not (config.get("DEBUG") or config.get("TESTING"))
+    secret = config.get("SECRET_KEY") or ""
+    if production and (secret.lower() in WEAK_SECRETS or len(secret) < MIN_SECRET_LENGTH):
+        problem = "is not set" if not secret else "is a placeholder or too short"
+        raise ConfigError(
+            f"HUB_SECRET_KEY {problem}. Set HUB_SECRET_KEY to a random value of at least "
+            f"{MIN_SECRET_LENGTH} characters, for example the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`, "
+            "or set HUB_DEBUG=1 for local development."
+        )
+    if config.get("SMTP_SECURITY") not in {"none", "starttls", "ssl"}:
+        raise ConfigError("HUB_SMTP_SECURITY must be one of: none, starttls, ssl.")
+    scheme = str(config.get("REDIS_URL", "")).split(":", 1)[0]
+    if scheme not in {"redis", "rediss", "unix"}:
+        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://.")

@@ -1,0 +1,102 @@
+"""RQ wiring: the Redis connection, queues, the job class and the worker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+from typing import ClassVar
+
+from flask import Flask
+from flask import current_app
+from redis import Redis
+from rq import Queue
+from rq import Worker
+from rq import get_current_job
+from rq.job import Job
+
+from hub.extensions import db
+from hub.models import utcnow
+
+QUEUES = ("default",)
+HEARTBEAT_KEY = "surveyhub:heartbeat"
+LOG_FORMAT = "%(asctime)s %(levelname)s [job %(job_id)s] %(name)s: %(message)s"
+
+
+def redis_connection(app: Flask | None = None) -> Redis:
+    """The app's Redis client (created once per app, with short timeouts)."""
+    app = app or current_app
+    state = app.extensions["hub"]
+    if state.redis is None:
+        state.redis = Redis.from_url(
+            app.config["REDIS_URL"], socket_connect_timeout=3, socket_timeout=10
+        )
+    return state.redis
+
+
+def get_queue(name: str = "default", app: Flask | None = None) -> Queue:
+    """An RQ queue bound explicitly to the app's Redis connection."""
+    return Queue(name, connection=redis_connection(app), job_class=HubJob)
+
+
+def enqueue(func: Callable[..., Any], *args: Any, queue: str = "default", **kwargs: Any) -> Job:
+    """Put `func(*args, **kwargs)` on a queue; RQ options such as `job_id` pass through."""
+    return get_queue(queue).enqueue(func, *args, **kwargs)
+
+
+class HubJob(Job):
+    """A job that runs inside a fresh app context of the worker's app."""
+
+    app: ClassVar[Flask | None] = None
+
+    def perform(self) -> Any:
+        if HubJob.app is None:
+            raise RuntimeError("HubJob.app is not bound; start workers with `surveyhub worker`.")
+        with HubJob.app.app_context():
+            # The work horse is a fork: never reuse database connections of the parent.
+            db.engine.dispose(close=False)
+            try:
+                return super().perform()
+            finally:
+                db.session.remove()
+
+
+class JobIdFilter(logging.Filter):
+    """Adds `job_id` to every log record so each line names the job it came from."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        job = get_current_job()
+        record.job_id = job.id if job else "-"
+        return True
+
+
+def configure_job_logging(level: str) -> None:
+    """Log to stderr with the current job id on every line."""
+    handler = logging.StreamHandler()
+    handler.addFilter(JobIdFilter())
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def run_worker(app: Flask, queues: Sequence[str] = QUEUES, burst: bool = False) -> bool:
+    """Process jobs from `queues` until stopped (or until empty with `burst`)."""
+    HubJob.app = app
+    connection = redis_connection(app)
+    worker = Worker(
+        [Queue(name, connection=connection, job_class=HubJob) for name in queues],
+        connection=connection,
+        job_class=HubJob,
+    )
+    configure_job_logging(app.config["HUB_LOG_LEVEL"])
+    return worker.work(burst=burst, logging_level=app.config["HUB_LOG_LEVEL"])
+
+
+def heartbeat() -> str:
+    """Record that a worker ran a job just now; `/readyz` reports its age."""
+    now = utcnow().isoformat()
+    redis_connection().set(HEARTBEAT_KEY, now)
+    logging.getLogger(__name__).info("heartbeat %s", now)
+    return now

@@ -1,0 +1,259 @@
+"""The data model: users, helpdesk connections, surveys, deliveries, ratings, write-backs."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from flask import current_app
+from flask_login import UserMixin
+from sqlalchemy import JSON
+from sqlalchemy import Boolean
+from sqlalchemy import DateTime
+from sqlalchemy import ForeignKey
+from sqlalchemy import Index
+from sqlalchemy import Integer
+from sqlalchemy import String
+from sqlalchemy import Text
+from sqlalchemy import TypeDecorator
+from sqlalchemy import UniqueConstraint
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import mapped_column
+from sqlalchemy.orm import relationship
+from werkzeug.security import check_password_hash
+from werkzeug.security import generate_password_hash
+
+from hub.extensions import db
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored in UTC and always returned timezone-aware.
+
+    SQLite drops time zones; this keeps Python code free of naive datetimes on both
+    databases.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use hub.models.utcnow()")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    AGENT = "agent"
+
+
+class UserStatus(StrEnum):
+    INVITED = "invited"
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+
+
+class ConnectionStatus(StrEnum):
+    NEW = "new"
+    CONNECTED = "connected"
+    ERROR = "error"
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    SKIPPED = "skipped"
+    SENDING = "sending"
+    SENT = "sent"
+    UNKNOWN = "unknown"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class WriteBackState(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class User(UserMixin, TimestampMixin, db.Model):
+    """A person who signs in: an admin, or an agent seeing their own ratings."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(20), default=Role.AGENT.value)
+    status: Mapped[str] = mapped_column(String(20), default=UserStatus.INVITED.value)
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    connection_id: Mapped[int | None] = mapped_column(ForeignKey("connections.id"))
+    helpdesk_user_id: Mapped[str | None] = mapped_column(String(100))
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login: archived and invited users cannot sign in
+        return self.status == UserStatus.ACTIVE
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return bool(self.password_hash) and check_password_hash(self.password_hash, password)
+
+
+class Connection(TimestampMixin, db.Model):
+    """A configured helpdesk account; secrets are kept only as ciphertext."""
+
+    __tablename__ = "connections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    helpdesk: Mapped[str] = mapped_column(String(50))
+    name: Mapped[str] = mapped_column(String(200))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    secrets_encrypted: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default=ConnectionStatus.NEW.value)
+    status_message: Mapped[str] = mapped_column(Text, default="")
+
+    surveys: Mapped[list[Survey]] = relationship(back_populates="connection")
+
+    def set_secrets(self, values: dict[str, Any]) -> None:
+        """Encrypt and store the helpdesk secrets (API keys)."""
+        self.secrets_encrypted = current_app.extensions["hub"].vault.encrypt(values)
+
+    def get_secrets(self) -> dict[str, Any]:
+        """Decrypt the helpdesk secrets; never render or log the result."""
+        if not self.secrets_encrypted:
+            return {}
+        return current_app.extensions["hub"].vault.decrypt(self.secrets_encrypted)
+
+    def __repr__(self) -> str:  # secrets stay out of logs and tracebacks
+        return f"<Connection {self.id} {self.helpdesk} {self.name!r}>"
+
+
+class Survey(TimestampMixin, db.Model):
+    """One metric's trigger on one connection, with its settings and scan watermark."""
+
+    __tablename__ = "surveys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id"))
+    metric: Mapped[str] = mapped_column(String(50))
+    scale: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    watermark: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    connection: Mapped[Connection] = relationship(back_populates="surveys")
+
+    __table_args__ = (Index("ix_surveys_active_metric", "active", "metric"),)
+
+
+class Delivery(TimestampMixin, db.Model):
+    """One ticket's survey email: pending, skipped with a reason, sent, failed..."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    survey_id: Mapped[int] = mapped_column(ForeignKey("surveys.id"))
+    ticket_id: Mapped[str] = mapped_column(String(100))
+    requester_email: Mapped[str | None] = mapped_column(String(320))
+    requester_name: Mapped[str] = mapped_column(String(200), default="")
+    locale: Mapped[str | None] = mapped_column(String(20))
+    agent_ref: Mapped[str | None] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(20), default=DeliveryState.PENDING.value)
+    skip_reason: Mapped[str | None] = mapped_column(String(50))
+    error: Mapped[str] = mapped_column(Text, default="")
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    survey: Mapped[Survey] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("survey_id", "ticket_id"),
+        Index("ix_deliveries_survey_state", "survey_id", "state"),
+        Index("ix_deliveries_survey_sent_at", "survey_id", "sent_at"),
+        Index("ix_deliveries_email_sent_at", "requester_email", "sent_at"),
+        Index("ix_deliveries_state_updated_at", "state", "updated_at"),
+    )
+
+
+class Rating(TimestampMixin, db.Model):
+    """A customer's answer: the raw value on the scale it was given, and a comment."""
+
+    __tablename__ = "ratings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), unique=True)
+    # Copied from the delivery so report queries need no join.
+    survey_id: Mapped[int] = mapped_column(ForeignKey("surveys.id"))
+    agent_ref: Mapped[str | None] = mapped_column(String(100))
+    value: Mapped[int] = mapped_column(Integer)
+    scale: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    commented_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    delivery: Mapped[Delivery] = relationship()
+
+    __table_args__ = (
+        Index("ix_ratings_survey_created_at", "survey_id", "created_at"),
+        Index("ix_ratings_survey_agent", "survey_id", "agent_ref"),
+    )
+
+
+class WriteBack(TimestampMixin, db.Model):
+    """Pushing one rating (or its later comment) into the helpdesk, with retries."""
+
+    __tablename__ = "write_backs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rating_id: Mapped[int] = mapped_column(ForeignKey("ratings.id"))
+    state: Mapped[str] = mapped_column(String(20), default=WriteBackState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    note_external_id: Mapped[str | None] = mapped_column(String(256))
+    helpdesk_note_id: Mapped[str | None] = mapped_column(String(100))
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    rating: Mapped[Rating] = relationship()
+
+    __table_args__ = (
+        Index("ix_write_backs_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_write_backs_rating_id", "rating_id"),
+    )
+
+
+class Suppression(db.Model):
+    """An address that must never be surveyed again (unsubscribed, bounced, erased)."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    reason: Mapped[str] = mapped_column(String(50))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

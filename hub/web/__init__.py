@@ -1,0 +1,47 @@
+"""The hub's web UI and endpoints, mounted by `register_web()`."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask import render_template
+from flask_wtf.csrf import CSRFError
+
+from hub.extensions import db
+from hub.extensions import login_manager
+from hub.models import User
+
+
+def register_web(app: Flask) -> None:
+    """Mount the hub's blueprints, login handling and friendly error pages."""
+    from hub.web.auth import bp as auth_bp
+    from hub.web.health import bp as health_bp
+    from hub.web.home import bp as home_bp
+
+    app.register_blueprint(health_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(home_bp)
+
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to continue."
+    login_manager.login_message_category = "info"
+
+    @app.context_processor
+    def menu():
+        registry = app.extensions["hub"].registry
+        return {"config_metrics": lambda: list(registry.metrics.values())}
+
+    @login_manager.user_loader
+    def load_user(user_id: str) -> User | None:
+        return db.session.get(User, int(user_id))
+
+    @app.errorhandler(404)
+    def not_found(error):
+        return render_template("errors/404.html"), 404
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(error):
+        return render_template("errors/400.html", reason=error.description), 400
+
+    @app.errorhandler(500)
+    def server_error(error):
+        return render_template("errors/500.html"), 500

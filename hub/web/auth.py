@@ -1,0 +1,137 @@
+"""Sign-in, sign-out and the one-time page that creates the first admin."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+from flask import Flask
+from flask import current_app
+from flask import flash
+from flask import redirect
+from flask import render_template
+from flask import request
+from flask import url_for
+from flask_login import current_user
+from flask_login import login_required
+from flask_login import login_user
+from flask_login import logout_user
+from flask_wtf import FlaskForm
+from itsdangerous import BadSignature
+from itsdangerous import URLSafeTimedSerializer
+from sqlalchemy import func
+from sqlalchemy import select
+from wtforms import EmailField
+from wtforms import PasswordField
+from wtforms import StringField
+from wtforms.validators import DataRequired
+from wtforms.validators import EqualTo
+from wtforms.validators import Length
+
+from hub.extensions import db
+from hub.models import Role
+from hub.models import User
+from hub.models import UserStatus
+from hub.models import utcnow
+
+bp = Blueprint("auth", __name__)
+
+FIRST_ADMIN_SALT = "surveyhub:first-admin"
+FIRST_ADMIN_MAX_AGE = 7 * 24 * 3600
+MIN_PASSWORD_LENGTH = 10
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired()])
+    password = PasswordField("Password", validators=[DataRequired()])
+
+
+class FirstAdminForm(FlaskForm):
+    name = StringField("Your name", validators=[DataRequired(), Length(max=200)])
+    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
+    password = PasswordField(
+        "Password",
+        validators=[
+            DataRequired(),
+            Length(min=MIN_PASSWORD_LENGTH, message="Use at least 10 characters."),
+        ],
+    )
+    confirm = PasswordField(
+        "Repeat password", validators=[EqualTo("password", message="Passwords differ.")]
+    )
+
+
+def _serializer(app: Flask) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(app.config["SECRET_KEY"], salt=FIRST_ADMIN_SALT)
+
+
+def admin_exists() -> bool:
+    """Whether any admin account exists (then the first-admin link stops working)."""
+    query = select(func.count()).select_from(User).where(User.role == Role.ADMIN.value)
+    return db.session.execute(query).scalar_one() > 0
+
+
+def first_admin_url(app: Flask, base_url: str) -> str:
+    """A signed link to create the first admin; it works until an admin exists."""
+    return f"{base_url.rstrip('/')}/setup/{_serializer(app).dumps('first-admin')}"
+
+
+@bp.route("/setup/<token>", methods=["GET", "POST"])
+def first_admin(token: str):
+    """Create the first admin account from the link `surveyhub run` printed."""
+    try:
+        _serializer(current_app).loads(token, max_age=FIRST_ADMIN_MAX_AGE)
+    except BadSignature:
+        return render_template("auth/setup_invalid.html"), 404
+    if admin_exists():
+        return render_template("auth/setup_done.html"), 410
+    form = FirstAdminForm()
+    if form.validate_on_submit():
+        user = User(
+            email=form.email.data.strip().lower(),
+            name=form.name.data.strip(),
+            role=Role.ADMIN.value,
+            status=UserStatus.ACTIVE.value,
+        )
+        user.set_password(form.password.data)
+        db.session.add(user)
+        db.session.commit()
+        login_user(user)
+        flash("Your admin account is ready.", "success")
+        return redirect(url_for("home.index"))
+    return render_template("auth/setup.html", form=form)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Sign in with email and password."""
+    if current_user.is_authenticated:
+        return redirect(url_for("home.index"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        email = form.email.data.strip().lower()
+        user = db.session.execute(select(User).where(User.email == email)).scalar_one_or_none()
+        if user is None or not user.check_password(form.password.data):
+            flash("That email and password do not match an account.", "error")
+        elif not user.is_active:
+            flash("This account is not active. Ask an admin to restore it.", "error")
+        else:
+            user.last_login_at = utcnow()
+            db.session.commit()
+            login_user(user)
+            return redirect(_safe_next(request.args.get("next")) or url_for("home.index"))
+    return render_template("auth/login.html", form=form)
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    """Sign out (a POST, so a link elsewhere cannot sign people out)."""
+    logout_user()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+def _safe_next(target: str | None) -> str | None:
+    # Only same-site paths: an open redirect after login is a phishing aid.
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return None

@@ -1,0 +1,126 @@
+"""Shared fixtures: an app per database backend, a client, a CLI runner, Redis, subprocess env."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from flask_migrate import upgrade
+from redis import Redis
+from sqlalchemy import create_engine
+from sqlalchemy import text
+
+from hub.app import create_app
+from hub.config import normalise_database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_PLUGINS = Path(__file__).resolve().parent / "plugins"
+TEST_SECRET = "test-secret-key-that-is-long-enough"
+
+
+def postgres_url() -> str:
+    """DATABASE_URL when it names PostgreSQL, else the machine's local server."""
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith("postgres"):
+        return normalise_database_url(url)
+    return "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def redis_url() -> str:
+    """REDIS_URL when set, else database 15 of the machine's local Redis."""
+    return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def postgres_schema_url():
+    """A PostgreSQL URL whose search_path is a fresh, empty schema (dropped afterwards)."""
+    base = postgres_url()
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in base else "?"
+    yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """An empty database: SQLite in a temp folder, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    return request.getfixturevalue("postgres_schema_url")
+
+
+@pytest.fixture
+def redis_client():
+    client = Redis.from_url(redis_url())
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def make_config(tmp_path: Path, database_url: str, **overrides) -> dict:
+    config = {
+        "TESTING": True,
+        "SECRET_KEY": TEST_SECRET,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REDIS_URL": redis_url(),
+        "INSTANCE_PATH": tmp_path / "instance",
+        "HUB_DISABLED_PLUGINS": [],
+        "HUB_PLUGINS": [],
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def app(tmp_path, database_url):
+    """The hub app on a migrated, empty database."""
+    app = create_app(make_config(tmp_path, database_url))
+    with app.app_context():
+        upgrade()
+    yield app
+    with app.app_context():
+        from hub.extensions import db
+
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def subprocess_env(tmp_path):
+    """Environment for `surveyhub` subprocesses: the venv's binaries and test settings."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("HUB_", "PYTEST_")) and key not in {"DATABASE_URL", "REDIS_URL"}
+    }
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["HUB_INSTANCE_PATH"] = str(tmp_path / "instance")
+    env["HUB_SECRET_KEY"] = TEST_SECRET
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
