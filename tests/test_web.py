@@ -1,0 +1,170 @@
+"""The web shell: health endpoints, first admin, sign-in, CSRF and friendly errors."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask_migrate import upgrade
+
+from hub.app import create_app
+from hub.extensions import db
+from hub.models import Role
+from hub.models import User
+from hub.models import UserStatus
+from hub.web.auth import first_admin_url
+from tests.conftest import free_port
+from tests.conftest import make_config
+
+
+def csrf_token(html: str) -> str:
+    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
+
+
+def add_user(app, email="ann@example.com", password="correct horse battery", **fields):
+    with app.app_context():
+        user = User(email=email, name="Ann", **fields)
+        user.set_password(password)
+        db.session.add(user)
+        db.session.commit()
+
+
+def test_healthz(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+
+
+def test_readyz_reports_database_and_redis(client, redis_client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json["checks"] == {"database": "ok", "redis": "ok"}
+
+
+def test_web_keeps_serving_while_redis_is_away(tmp_path, database_url):
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    app = create_app(make_config(tmp_path, database_url, REDIS_URL=dead_redis))
+    with app.app_context():
+        upgrade()
+    client = app.test_client()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json["checks"]["database"] == "ok"
+    assert response.json["checks"]["redis"].startswith("Cannot reach Redis at redis://127.0.0.1")
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/login").status_code == 200
+
+
+def test_readyz_names_an_unreachable_database(tmp_path, redis_client):
+    url = f"postgresql+psycopg://nobody:hunter2@127.0.0.1:{free_port()}/nowhere"
+    client = create_app(make_config(tmp_path, url)).test_client()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    message = response.json["checks"]["database"]
+    assert message.startswith("Cannot reach the database at postgresql+psycopg://nobody:***@")
+    assert "hunter2" not in message
+
+
+def test_pages_need_sign_in(client):
+    response = client.get("/")
+    assert response.status_code == 302
+    assert "/login" in response.headers["Location"]
+
+
+def test_sign_in_and_out(app, client):
+    add_user(app, role=Role.ADMIN.value, status=UserStatus.ACTIVE.value)
+    page = client.get("/login").text
+    response = client.post(
+        "/login",
+        data={
+            "email": "ANN@example.com",
+            "password": "correct horse battery",
+            "csrf_token": csrf_token(page),
+        },
+    )
+    assert response.status_code == 302
+    home = client.get("/")
+    assert home.status_code == 200
+    assert "NPS" in home.text and "Kustomer" in home.text
+    client.post("/logout", data={"csrf_token": csrf_token(home.text)})
+    assert client.get("/").status_code == 302
+
+
+def test_wrong_password_and_archived_user_are_told_apart(app, client):
+    add_user(app, status=UserStatus.ARCHIVED.value)
+    page = client.get("/login").text
+    wrong = client.post(
+        "/login",
+        data={"email": "ann@example.com", "password": "nope", "csrf_token": csrf_token(page)},
+    )
+    assert "do not match an account" in wrong.text
+    archived = client.post(
+        "/login",
+        data={
+            "email": "ann@example.com",
+            "password": "correct horse battery",
+            "csrf_token": csrf_token(page),
+        },
+    )
+    assert "not active" in archived.text
+
+
+def test_post_without_csrf_token_is_refused(app, client):
+    add_user(app, status=UserStatus.ACTIVE.value)
+    response = client.post(
+        "/login", data={"email": "ann@example.com", "password": "correct horse battery"}
+    )
+    assert response.status_code == 400
+    assert "could not be accepted" in response.text
+
+
+def test_first_admin_link_works_once(app, client):
+    with app.app_context():
+        link = first_admin_url(app, "http://localhost")
+    path = link.removeprefix("http://localhost")
+    page = client.get(path)
+    assert page.status_code == 200
+    response = client.post(
+        path,
+        data={
+            "name": "Ann Admin",
+            "email": "ann@example.com",
+            "password": "a long password",
+            "confirm": "a long password",
+            "csrf_token": csrf_token(page.text),
+        },
+    )
+    assert response.status_code == 302
+    with app.app_context():
+        user = db.session.execute(db.select(User)).scalar_one()
+        assert (user.role, user.status) == ("admin", "active")
+    assert app.test_client().get(path).status_code == 410
+
+
+@pytest.mark.parametrize("path", ["/setup/forged", "/setup/" + "x" * 40])
+def test_tampered_first_admin_link_gets_a_friendly_page(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    assert "not valid" in response.text
+
+
+def test_short_first_admin_password_is_explained(app, client):
+    with app.app_context():
+        path = first_admin_url(app, "")
+    page = client.get(path).text
+    response = client.post(
+        path,
+        data={
+            "name": "A",
+            "email": "a@example.com",
+            "password": "short",
+            "confirm": "short",
+            "csrf_token": csrf_token(page),
+        },
+    )
+    assert response.status_code == 200
+    assert "at least 10 characters" in response.text
+
+
+def test_unknown_page_is_friendly(client):
+    response = client.get("/no/such/page")
+    assert response.status_code == 404
+    assert "Page not found" in response.text
