@@ -1,0 +1,129 @@
+"""RQ wiring with real worker and scheduler processes against a real Redis."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+from rq.job import JobStatus
+
+from hub.app import create_app
+from hub.jobs import HEARTBEAT_KEY
+from hub.jobs import enqueue
+from hub.jobs import heartbeat
+from hub.scheduler import Scheduler
+from tests.conftest import free_port
+from tests.conftest import make_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def sqlite_app(tmp_path, redis_client):
+    return create_app(make_config(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}"))
+
+
+def worker_env(subprocess_env, app) -> dict:
+    env = dict(subprocess_env)
+    env["DATABASE_URL"] = app.config["SQLALCHEMY_DATABASE_URI"]
+    env["REDIS_URL"] = app.config["REDIS_URL"]
+    return env
+
+
+def wait_for(predicate, timeout=20.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def test_worker_process_runs_jobs_in_an_app_context(sqlite_app, subprocess_env, redis_client):
+    with sqlite_app.app_context():
+        job = enqueue(heartbeat)
+    result = subprocess.run(
+        ["surveyhub", "worker", "--burst"],
+        env=worker_env(subprocess_env, sqlite_app),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED
+    assert redis_client.get(HEARTBEAT_KEY).decode() == job.return_value()
+    # Every log line written during the job names it.
+    assert f"[job {job.id}] hub.jobs: heartbeat" in result.stderr + result.stdout
+
+
+def test_worker_refuses_to_start_without_redis(sqlite_app, subprocess_env):
+    env = worker_env(subprocess_env, sqlite_app)
+    env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
+    result = subprocess.run(
+        ["surveyhub", "worker"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "Error: Cannot reach Redis at redis://127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_worker_refuses_to_start_without_database(sqlite_app, subprocess_env):
+    env = worker_env(subprocess_env, sqlite_app)
+    env["DATABASE_URL"] = f"postgresql://hub:pw@127.0.0.1:{free_port()}/hub"
+    result = subprocess.run(
+        ["surveyhub", "worker"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "Error: Cannot reach the database at postgresql+psycopg://hub:***@" in result.stderr
+    assert "pw@" not in result.stderr
+
+
+def test_only_one_scheduler_leads(sqlite_app, redis_client):
+    first, second = Scheduler(sqlite_app), Scheduler(sqlite_app)
+    assert first.acquire()
+    assert first.acquire()  # renewing its own lease
+    assert not second.acquire()
+    first.release()
+    assert second.acquire()
+    assert not first.acquire()
+
+
+def test_periodic_job_is_enqueued_once_per_interval_and_never_twice(sqlite_app, redis_client):
+    scheduler = Scheduler(sqlite_app)
+    assert scheduler.run_due(now=1_000.0) == ["heartbeat"]
+    assert scheduler.run_due(now=1_030.0) == []  # interval (60 s) not over
+    # Interval over, but the first run is still queued: no second copy.
+    assert scheduler.run_due(now=1_100.0) == []
+    assert redis_client.llen("rq:queue:default") == 1
+
+
+def test_second_scheduler_process_waits_then_takes_over(sqlite_app, subprocess_env, redis_client):
+    env = worker_env(subprocess_env, sqlite_app)
+    env["HUB_SCHEDULER_TICK"] = "0.2"
+    first = subprocess.Popen(
+        ["surveyhub", "scheduler"], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert wait_for(lambda: redis_client.llen("rq:queue:default") == 1)
+        second = subprocess.Popen(
+            ["surveyhub", "scheduler"], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        try:
+            time.sleep(1.5)
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(timeout=20) == 0
+            assert wait_for(
+                lambda: redis_client.get("surveyhub:scheduler:leader") is not None, timeout=10
+            )
+        finally:
+            second.send_signal(signal.SIGTERM)
+            _, second_err = second.communicate(timeout=20)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    log = second_err.decode()
+    assert "Another scheduler is active; waiting to take over." in log
+    assert "Took over as the active scheduler." in log
