@@ -148,6 +148,21 @@ def plugins() -> None:
         )
 
 
+@cli.command("admin-link")
+@with_appcontext
+def admin_link() -> None:
+    """Print the one-time link that creates the first admin account."""
+    from flask import current_app
+
+    from hub.web.auth import admin_exists
+    from hub.web.auth import first_admin_url
+
+    if admin_exists():
+        raise click.ClickException("An admin account exists already; sign in instead.")
+    app = current_app._get_current_object()
+    click.echo(first_admin_url(app, app.config["HUB_BASE_URL"]))
+
+
 @cli.command("rotate-secrets")
 @with_appcontext
 def rotate_secrets() -> None:

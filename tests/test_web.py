@@ -168,3 +168,27 @@ def test_unknown_page_is_friendly(client):
     response = client.get("/no/such/page")
     assert response.status_code == 404
     assert "Page not found" in response.text
+
+
+def test_server_error_is_friendly(tmp_path, database_url):
+    from flask import Blueprint
+
+    from hub import hookimpl
+
+    bp = Blueprint("boom", __name__)
+
+    @bp.get("/boom")
+    def boom():
+        raise RuntimeError("kaboom")
+
+    class Plugin:
+        @hookimpl
+        def register_blueprints(self):
+            return [bp]
+
+    config = make_config(tmp_path, database_url, HUB_PLUGINS=[Plugin()], TESTING=False)
+    app = create_app(config)
+    response = app.test_client().get("/boom")
+    assert response.status_code == 500
+    assert "Something went wrong on our side" in response.text
+    assert "kaboom" not in response.text

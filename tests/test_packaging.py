@@ -1,0 +1,121 @@
+"""Packaging: a third-party plugin installed with pip, and a non-editable install of the hub."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.conftest import TEST_PLUGINS
+
+pytestmark = pytest.mark.slow
+
+LIST_METRICS = (
+    "from hub.app import create_app\n"
+    "app = create_app({'SQLALCHEMY_DATABASE_URI': 'sqlite://'})\n"
+    "print(sorted(app.extensions['hub'].registry.metrics))"
+)
+
+
+def pip(*args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_plugin_site(tmp_path_factory):
+    """The throwaway third-party plugin, installed by pip into its own folder."""
+    target = tmp_path_factory.mktemp("site")
+    pip(
+        "install", "--no-deps", "--target", str(target), str(TEST_PLUGINS / "surveyhub-demo-metric")
+    )
+    return target
+
+
+def run(args, env, cwd):
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_third_party_plugin_shows_up_after_pip_install(demo_plugin_site, subprocess_env, tmp_path):
+    env = dict(subprocess_env, PYTHONPATH=str(demo_plugin_site))
+    listing = run(["surveyhub", "plugins"], env, tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert "demo_metric  surveyhub-demo-metric 1.2.3  hooks: register_metrics" in listing.stdout
+    assert "kustomer  surveyhub-kustomer" in listing.stdout
+    metrics = run([sys.executable, "-c", LIST_METRICS], env, tmp_path)
+    assert metrics.stdout.strip() == "['ces', 'csat', 'effort-stars', 'nps']"
+
+
+def test_third_party_plugin_disappears_when_blocked(demo_plugin_site, subprocess_env, tmp_path):
+    env = dict(subprocess_env, PYTHONPATH=str(demo_plugin_site), HUB_DISABLED_PLUGINS="demo_metric")
+    listing = run(["surveyhub", "plugins"], env, tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert "demo_metric" not in listing.stdout
+    assert "metrics  surveyhub-metrics" in listing.stdout
+    metrics = run([sys.executable, "-c", LIST_METRICS], env, tmp_path)
+    assert metrics.stdout.strip() == "['ces', 'csat', 'nps']"
+
+
+def test_misspelt_hook_in_a_plugin_stops_the_cli(subprocess_env, tmp_path):
+    env = dict(
+        subprocess_env,
+        PYTHONPATH=str(ROOT),
+        HUB_PLUGINS="tests.plugins.misspelt_hook_plugin",
+    )
+    result = run(["surveyhub", "plugins"], env, tmp_path)
+    assert result.returncode == 1
+    assert "Error: Plugin 'tests.plugins.misspelt_hook_plugin' implements 'register_metric'" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_secret_stops_the_wsgi_app_with_a_clear_message(subprocess_env, tmp_path):
+    env = dict(subprocess_env, PYTHONPATH=str(ROOT))
+    env.pop("HUB_SECRET_KEY")
+    result = run([sys.executable, "-c", "import wsgi"], env, tmp_path)
+    assert result.returncode == 1
+    assert "ConfigError: HUB_SECRET_KEY is not set. Set HUB_SECRET_KEY" in result.stderr
+
+
+def test_wheel_ships_templates_and_migrations_and_works_installed(subprocess_env, tmp_path):
+    pip("wheel", "--no-deps", "-w", str(tmp_path / "dist"), str(ROOT))
+    wheel = next((tmp_path / "dist").glob("surveyhub-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for expected in (
+        "hub/templates/base.html",
+        "hub/templates/auth/login.html",
+        "hub/templates/errors/500.html",
+        "hub/migrations/env.py",
+        "hub/migrations/alembic.ini",
+        "hub/migrations/script.py.mako",
+        "hub/migrations/versions/0001_initial_schema.py",
+    ):
+        assert expected in names
+
+    site = tmp_path / "site"
+    pip("install", "--no-deps", "--target", str(site), str(wheel))
+    script = (
+        "import hub, flask_migrate; from hub.app import create_app; "
+        "from hub.extensions import db; from sqlalchemy import inspect\n"
+        f"assert hub.__file__.startswith({str(site)!r}), hub.__file__\n"
+        "app = create_app({'TESTING': True, 'SECRET_KEY': 'x' * 32,"
+        f" 'SQLALCHEMY_DATABASE_URI': 'sqlite:///{tmp_path}/w.db'}})\n"
+        "with app.app_context():\n"
+        "    flask_migrate.upgrade()\n"
+        "    print(sorted(inspect(db.engine).get_table_names()))\n"
+        "    print(app.test_client().get('/login').status_code)\n"
+    )
+    result = run(
+        [sys.executable, "-c", script], dict(subprocess_env, PYTHONPATH=str(site)), tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "'deliveries'" in result.stdout and "'write_backs'" in result.stdout
+    assert result.stdout.strip().endswith("200")
