@@ -90,3 +90,13 @@ def test_naive_datetimes_are_rejected(app):
         with pytest.raises(Exception, match="naive datetime"):
             db.session.commit()
         db.session.rollback()
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
+    from hub.app import create_app
+    from tests.conftest import make_config
+
+    app = create_app(make_config(tmp_path, f"sqlite:///{tmp_path / 'wal.db'}"))
+    with app.app_context(), db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
