@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 from typing import ClassVar
 
@@ -33,14 +35,66 @@ class Helpdesk:
 
 
 @dataclass(frozen=True)
-class Metric:
-    """A survey metric such as NPS: its scale choices and default question."""
+class ScalePoint:
+    """One answer a customer can click: its stored value and its label."""
 
-    key: str
-    title: str
-    scales: tuple[int, ...]
-    default_scale: int
-    default_question: str
+    value: int
+    label: str
+    symbol: str = ""
+
+
+@dataclass(frozen=True)
+class Score:
+    """A metric's headline number for a set of answers, with how sure it is."""
+
+    value: float | None
+    n: int
+    margin: float | None
+    unit: str
+    formula: str
+    groups: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, float | None] = field(default_factory=dict)
+
+
+class Metric:
+    """A survey metric such as NPS: scales, wording, grouping and score formula.
+
+    Stored ratings keep the raw value and the scale (number of points) it was given on;
+    a metric never rescales them.
+    """
+
+    key: ClassVar[str]
+    title: ClassVar[str]
+    scales: ClassVar[tuple[int, ...]]
+    default_scale: ClassVar[int]
+    default_question: ClassVar[str]
+    attribute_name: ClassVar[str]
+    default_cooldown_days: ClassVar[int] = 0
+    groups: ClassVar[tuple[str, ...]] = ("negative", "neutral", "positive")
+
+    def points(self, scale: int) -> list[ScalePoint]:
+        """The answers offered on `scale`, in the order they are shown."""
+        raise NotImplementedError
+
+    def group(self, value: int, scale: int) -> str:
+        """The group (e.g. promoter, negative) a raw value belongs to."""
+        raise NotImplementedError
+
+    def score(self, values: Sequence[int], scale: int) -> Score:
+        """The headline score of `values`, all given on `scale`."""
+        raise NotImplementedError
+
+    def check(self, value: int, scale: int) -> bool:
+        """Whether `value` is a valid answer on `scale`."""
+        return scale in self.scales and value in {p.value for p in self.points(scale)}
+
+    def note(self, value: int, scale: int, email: str, comment: str = "") -> str:
+        """The internal note written to the helpdesk for one rating."""
+        top = max(p.value for p in self.points(scale))
+        text = f"{self.title} {value}/{top} ({self.group(value, scale)}) from {email}"
+        if comment.strip():
+            text += f' — "{comment.strip()}"'
+        return text + " — via SurveyHub"
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ from marshmallow import fields
 from hub import hookimpl
 from hub.app import create_app
 from hub.contracts import Helpdesk
-from hub.contracts import Metric
 from hub.contracts import PeriodicJob
 from hub.registry import PluginError
 from hub.registry import Registry
 from hub.scheduler import Scheduler
 from hub.scheduler import periodic_jobs
 from tests.conftest import make_config
+from tests.plugins.simple_metric import make_metric
 
 
 class FreshdeskSettings(Schema):
@@ -99,7 +99,7 @@ def test_hook_register_metrics():
     class Plugin:
         @hookimpl
         def register_metrics(self):
-            return [Metric("effort", "Effort", (5,), 5, "Was it easy?")]
+            return [make_metric("effort", "Effort")]
 
     registry = Registry.load(extra=[Plugin()])
     assert registry.metrics["effort"].title == "Effort"

@@ -1,9 +1,9 @@
 """A throwaway plugin that claims the metric key `nps`, already taken by surveyhub-metrics."""
 
 from hub import hookimpl
-from hub.contracts import Metric
+from tests.plugins.simple_metric import make_metric
 
 
 @hookimpl
 def register_metrics():
-    return [Metric("nps", "Another NPS", (11,), 11, "Would you recommend us?")]
+    return [make_metric("nps", "Another NPS")]

@@ -1,9 +1,9 @@
 """A throwaway plugin with a misspelt hook name (register_metric instead of register_metrics)."""
 
 from hub import hookimpl
-from hub.contracts import Metric
+from tests.plugins.simple_metric import make_metric
 
 
 @hookimpl
 def register_metric():
-    return [Metric("typo", "Typo", (5,), 5, "?")]
+    return [make_metric("typo", "Typo")]

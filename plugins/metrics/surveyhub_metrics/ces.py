@@ -1,0 +1,59 @@
+"""Customer Effort Score: 1–7 agreement, score = mean (and % positive, 5–7)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hub.contracts import Metric
+from hub.contracts import ScalePoint
+from hub.contracts import Score
+from surveyhub_metrics.stats import mean_and_margin
+from surveyhub_metrics.stats import percent
+from surveyhub_metrics.stats import proportion_margin
+
+LABELS = (
+    "Strongly disagree",
+    "Disagree",
+    "Somewhat disagree",
+    "Neither agree nor disagree",
+    "Somewhat agree",
+    "Agree",
+    "Strongly agree",
+)
+
+
+class CES(Metric):
+    key = "ces"
+    title = "CES"
+    scales = (7,)
+    default_scale = 7
+    default_question = "{company} made it easy for me to handle my issue."
+    attribute_name = "surveyhubCesScoreNum"
+    formula = "mean of all answers on 1–7 (higher is easier); also % positive (5–7)"
+
+    def points(self, scale: int) -> list[ScalePoint]:
+        return [ScalePoint(i + 1, label) for i, label in enumerate(LABELS)]
+
+    def group(self, value: int, scale: int) -> str:
+        if value <= 3:
+            return "negative"
+        return "neutral" if value == 4 else "positive"
+
+    def score(self, values: Sequence[int], scale: int) -> Score:
+        counts = {name: 0 for name in self.groups}
+        for value in values:
+            counts[self.group(value, scale)] += 1
+        n = len(values)
+        mean, margin = mean_and_margin(values)
+        return Score(
+            value=mean,
+            n=n,
+            margin=margin,
+            unit="/7",
+            formula=self.formula,
+            groups=counts,
+            extra={
+                "percent_positive": percent(counts["positive"], n),
+                "percent_positive_margin": proportion_margin(counts["positive"], n),
+            },
+        )

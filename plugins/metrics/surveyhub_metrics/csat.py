@@ -1,0 +1,62 @@
+"""Customer Satisfaction: 2, 3 or 5 points, score = % positive answers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hub.contracts import Metric
+from hub.contracts import ScalePoint
+from hub.contracts import Score
+from surveyhub_metrics.stats import percent
+from surveyhub_metrics.stats import proportion_margin
+
+POINTS = {
+    2: [ScalePoint(1, "Bad", "👎"), ScalePoint(2, "Good", "👍")],
+    3: [
+        ScalePoint(1, "Unhappy", "🙁"),
+        ScalePoint(2, "Neutral", "😐"),
+        ScalePoint(3, "Happy", "🙂"),
+    ],
+    5: [
+        ScalePoint(1, "Very unsatisfied", "★"),
+        ScalePoint(2, "Unsatisfied", "★★"),
+        ScalePoint(3, "Neutral", "★★★"),
+        ScalePoint(4, "Satisfied", "★★★★"),
+        ScalePoint(5, "Very satisfied", "★★★★★"),
+    ],
+}
+# (highest negative value, lowest positive value) per scale; values between are neutral.
+THRESHOLDS = {2: (1, 2), 3: (1, 3), 5: (2, 4)}
+
+
+class CSAT(Metric):
+    key = "csat"
+    title = "CSAT"
+    scales = (2, 3, 5)
+    default_scale = 3
+    default_question = "How satisfied were you with the support you received?"
+    attribute_name = "surveyhubCsatScoreNum"
+    formula = "% positive answers of all answers (5-point: 4–5, 3-point: 3, 2-point: 2)"
+
+    def points(self, scale: int) -> list[ScalePoint]:
+        return list(POINTS[scale])
+
+    def group(self, value: int, scale: int) -> str:
+        negative_max, positive_min = THRESHOLDS[scale]
+        if value <= negative_max:
+            return "negative"
+        return "positive" if value >= positive_min else "neutral"
+
+    def score(self, values: Sequence[int], scale: int) -> Score:
+        counts = {name: 0 for name in self.groups}
+        for value in values:
+            counts[self.group(value, scale)] += 1
+        n = len(values)
+        return Score(
+            value=percent(counts["positive"], n),
+            n=n,
+            margin=proportion_margin(counts["positive"], n),
+            unit="%",
+            formula=self.formula,
+            groups=counts,
+        )
