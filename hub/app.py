@@ -22,6 +22,8 @@ from hub.extensions import csrf
 from hub.extensions import db
 from hub.extensions import login_manager
 from hub.extensions import migrate
+from hub.i18n import babel
+from hub.i18n import select_locale
 from hub.registry import Registry
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -68,6 +70,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(resource_dir("migrations")))
     login_manager.init_app(app)
     csrf.init_app(app)
+    app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(PACKAGE_DIR / "translations"))
+    babel.init_app(app, locale_selector=select_locale)
 
     registry = Registry.load(
         disabled=app.config["HUB_DISABLED_PLUGINS"], extra=app.config["HUB_PLUGINS"]

@@ -47,6 +47,7 @@ def run(host: str, port: int) -> None:
 
     from hub.app import create_app
     from hub.embedded import Supervisor
+    from hub.embedded import free_port
     from hub.embedded import load_or_create_secret
     from hub.embedded import start_child
     from hub.embedded import start_redis
@@ -78,6 +79,17 @@ def run(host: str, port: int) -> None:
                 click.echo(f"\nCreate the first admin account here (one-time link):\n  {link}\n")
             db.engine.dispose()
         env = dict(os.environ)
+        if not env.get("HUB_SMTP_HOST"):
+            sink_port = free_port()
+            outbox = instance / "outbox"
+            supervisor.add(start_child("mail sink", ["smtp-sink", "--port", str(sink_port)], env))
+            env.update(
+                HUB_SMTP_HOST="127.0.0.1",
+                HUB_SMTP_PORT=str(sink_port),
+                HUB_SMTP_SECURITY="none",
+                HUB_OUTBOX_DIR=str(outbox),
+            )
+            click.echo(f"No HUB_SMTP_HOST: emails go to the Outbox page (kept in {outbox}).")
         supervisor.add(start_child("web", ["web", "--host", host, "--port", str(port)], env))
         supervisor.add(start_child("worker", ["worker"], env))
         supervisor.add(start_child("scheduler", ["scheduler"], env))
@@ -137,6 +149,46 @@ def scheduler() -> None:
         signal.signal(signum, lambda *_: runner.stopping.set())
     click.echo(f"Scheduler started: {', '.join(job.name for job in runner.jobs)}.")
     runner.run()
+
+
+@cli.command("smtp-sink")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8025, show_default=True, type=int)
+def smtp_sink(host: str, port: int) -> None:
+    """Accept all email on HOST:PORT and keep it in the outbox folder (for laptops)."""
+    import signal
+    import threading
+    from pathlib import Path
+
+    from hub.smtp_sink import serve
+
+    folder = Path(os.environ.get("HUB_OUTBOX_DIR") or default_instance_path() / "outbox")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    click.echo(f"Mail sink listening on {host}:{port}, keeping messages in {folder}.")
+    serve(folder, host, port, stop)
+
+
+@cli.command()
+@click.argument("survey_id", type=int)
+@click.option("--html", "as_html", is_flag=True, help="Print the HTML part instead.")
+@with_appcontext
+def preview(survey_id: int, as_html: bool) -> None:
+    """Print the survey email of SURVEY_ID with sample data."""
+    from hub.emails import preview_email
+    from hub.extensions import db
+    from hub.models import Survey
+
+    survey = db.session.get(Survey, survey_id)
+    if survey is None:
+        raise click.ClickException(f"There is no survey {survey_id}.")
+    message = preview_email(survey)
+    for header in ("From", "To", "Reply-To", "Subject", "List-Unsubscribe"):
+        if message[header]:
+            click.echo(f"{header}: {message[header]}")
+    click.echo()
+    click.echo(message.get_body(("html",) if as_html else ("plain",)).get_content())
 
 
 @cli.command()

@@ -30,3 +30,13 @@ def register_periodic_jobs():
 @hookspec
 def register_commands(cli):
     """Add click commands to the `surveyhub` command group `cli`."""
+
+
+@hookspec
+def rating_received(rating):
+    """A customer gave or changed a score; `rating` is the committed `hub.models.Rating`."""
+
+
+@hookspec
+def comment_received(rating):
+    """A customer added or changed the comment on `rating` (committed)."""

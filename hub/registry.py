@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,6 +21,7 @@ from hub.contracts import Metric
 from hub.contracts import PeriodicJob
 
 ENTRY_POINT_GROUP = "surveyhub"
+log = logging.getLogger(__name__)
 
 
 class PluginError(RuntimeError):
@@ -78,7 +80,9 @@ class Registry:
         return registry
 
     def _check_hook_names(self) -> None:
-        known = sorted(name for name in vars(hookspecs) if name.startswith("register_"))
+        known = sorted(
+            name for name, spec in vars(hookspecs).items() if hasattr(spec, "surveyhub_spec")
+        )
         for plugin in self._pm.get_plugins():
             for attr in dir(plugin):
                 impl = getattr(plugin, attr, None)
@@ -140,6 +144,23 @@ class Registry:
     def add_commands(self, cli: click.Group) -> None:
         """Let plugins add their commands to the `surveyhub` group."""
         self._pm.hook.register_commands(cli=cli)
+
+    def rating_received(self, rating: Any) -> None:
+        """Tell plugins a score was given or changed."""
+        self._notify("rating_received", rating=rating)
+
+    def comment_received(self, rating: Any) -> None:
+        """Tell plugins a comment was added or changed."""
+        self._notify("comment_received", rating=rating)
+
+    def _notify(self, hook_name: str, **kwargs: Any) -> None:
+        # The customer's answer is already committed; a failing plugin must not turn
+        # their thank-you page into an error, so each failure is logged and skipped.
+        for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
+            try:
+                impl.function(*[kwargs[name] for name in impl.argnames])
+            except Exception:
+                log.exception("Plugin '%s' failed in %s", impl.plugin_name, hook_name)
 
     def plugins(self) -> list[PluginInfo]:
         """Every loaded plugin with its distribution, version and implemented hooks."""

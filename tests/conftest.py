@@ -124,3 +124,77 @@ def subprocess_env(tmp_path):
     env["HUB_SECRET_KEY"] = TEST_SECRET
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+class CollectingHandler:
+    """An aiosmtpd handler that keeps every message, or answers with a set error."""
+
+    def __init__(self) -> None:
+        self.envelopes = []
+        self.peers = []
+        self.reply = "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.reply.startswith("250"):
+            self.envelopes.append(envelope)
+            self.peers.append(session.peer)
+        return self.reply
+
+    @property
+    def messages(self):
+        from email import policy
+        from email.parser import BytesParser
+
+        parser = BytesParser(policy=policy.default)
+        return [parser.parsebytes(envelope.content) for envelope in self.envelopes]
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on a free port, collecting what it receives."""
+    from aiosmtpd.controller import Controller
+
+    handler = CollectingHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture
+def mail_app(app, smtp_server):
+    """The app, sending through the test SMTP server."""
+    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port)
+    return app
+
+
+def add_delivery(
+    metric: str = "nps",
+    scale: int = 11,
+    email: str = "jane@example.com",
+    locale: str | None = None,
+    **settings,
+):
+    """A survey with one sent delivery (needs an app context)."""
+    from hub.extensions import db
+    from hub.models import Connection
+    from hub.models import Delivery
+    from hub.models import Survey
+
+    connection = Connection(helpdesk="kustomer", name="Acme", settings={})
+    settings.setdefault("company_name", "Acme")
+    survey = Survey(
+        connection=connection, metric=metric, scale=scale, name=metric.upper(), settings=settings
+    )
+    delivery = Delivery(
+        survey=survey,
+        ticket_id="conv-1",
+        requester_email=email,
+        requester_name="Jane Doe",
+        locale=locale,
+        agent_ref="agent-7",
+        state="sent",
+    )
+    db.session.add(delivery)
+    db.session.commit()
+    return delivery

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 from flask import render_template
+from flask_babel import get_locale
 from flask_wtf.csrf import CSRFError
 
 from hub.extensions import db
@@ -16,10 +17,14 @@ def register_web(app: Flask) -> None:
     from hub.web.auth import bp as auth_bp
     from hub.web.health import bp as health_bp
     from hub.web.home import bp as home_bp
+    from hub.web.outbox import bp as outbox_bp
+    from hub.web.public import bp as public_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(home_bp)
+    app.register_blueprint(public_bp)
+    app.register_blueprint(outbox_bp)
 
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to continue."
@@ -28,7 +33,10 @@ def register_web(app: Flask) -> None:
     @app.context_processor
     def menu():
         registry = app.extensions["hub"].registry
-        return {"config_metrics": lambda: list(registry.metrics.values())}
+        return {
+            "config_metrics": lambda: list(registry.metrics.values()),
+            "current_locale": lambda: str(get_locale()),
+        }
 
     @login_manager.user_loader
     def load_user(user_id: str) -> User | None:

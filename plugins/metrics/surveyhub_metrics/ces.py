@@ -7,18 +7,19 @@ from collections.abc import Sequence
 from hub.contracts import Metric
 from hub.contracts import ScalePoint
 from hub.contracts import Score
+from hub.i18n import N_
 from surveyhub_metrics.stats import mean_and_margin
 from surveyhub_metrics.stats import percent
 from surveyhub_metrics.stats import proportion_margin
 
 LABELS = (
-    "Strongly disagree",
-    "Disagree",
-    "Somewhat disagree",
-    "Neither agree nor disagree",
-    "Somewhat agree",
-    "Agree",
-    "Strongly agree",
+    N_("Strongly disagree"),
+    N_("Disagree"),
+    N_("Somewhat disagree"),
+    N_("Neither agree nor disagree"),
+    N_("Somewhat agree"),
+    N_("Agree"),
+    N_("Strongly agree"),
 )
 
 
@@ -27,7 +28,7 @@ class CES(Metric):
     title = "CES"
     scales = (7,)
     default_scale = 7
-    default_question = "{company} made it easy for me to handle my issue."
+    default_question = N_("{company} made it easy for me to handle my issue.")
     attribute_name = "surveyhubCesScoreNum"
     formula = "mean of all answers on 1–7 (higher is easier); also % positive (5–7)"
 

@@ -7,22 +7,23 @@ from collections.abc import Sequence
 from hub.contracts import Metric
 from hub.contracts import ScalePoint
 from hub.contracts import Score
+from hub.i18n import N_
 from surveyhub_metrics.stats import percent
 from surveyhub_metrics.stats import proportion_margin
 
 POINTS = {
-    2: [ScalePoint(1, "Bad", "👎"), ScalePoint(2, "Good", "👍")],
+    2: [ScalePoint(1, N_("Bad"), "👎"), ScalePoint(2, N_("Good"), "👍")],
     3: [
-        ScalePoint(1, "Unhappy", "🙁"),
-        ScalePoint(2, "Neutral", "😐"),
-        ScalePoint(3, "Happy", "🙂"),
+        ScalePoint(1, N_("Unhappy"), "🙁"),
+        ScalePoint(2, N_("Neutral"), "😐"),
+        ScalePoint(3, N_("Happy"), "🙂"),
     ],
     5: [
-        ScalePoint(1, "Very unsatisfied", "★"),
-        ScalePoint(2, "Unsatisfied", "★★"),
-        ScalePoint(3, "Neutral", "★★★"),
-        ScalePoint(4, "Satisfied", "★★★★"),
-        ScalePoint(5, "Very satisfied", "★★★★★"),
+        ScalePoint(1, N_("Very unsatisfied"), "★"),
+        ScalePoint(2, N_("Unsatisfied"), "★★"),
+        ScalePoint(3, N_("Neutral"), "★★★"),
+        ScalePoint(4, N_("Satisfied"), "★★★★"),
+        ScalePoint(5, N_("Very satisfied"), "★★★★★"),
     ],
 }
 # (highest negative value, lowest positive value) per scale; values between are neutral.
@@ -34,7 +35,7 @@ class CSAT(Metric):
     title = "CSAT"
     scales = (2, 3, 5)
     default_scale = 3
-    default_question = "How satisfied were you with the support you received?"
+    default_question = N_("How satisfied were you with the support you received?")
     attribute_name = "surveyhubCsatScoreNum"
     formula = "% positive answers of all answers (5-point: 4–5, 3-point: 3, 2-point: 2)"
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from hub.contracts import Metric
 from hub.contracts import ScalePoint
 from hub.contracts import Score
+from hub.i18n import N_
 from surveyhub_metrics.stats import net_margin
 from surveyhub_metrics.stats import percent
 
@@ -16,14 +17,14 @@ class NPS(Metric):
     title = "NPS"
     scales = (11,)
     default_scale = 11
-    default_question = "How likely are you to recommend {company} to a friend or colleague?"
+    default_question = N_("How likely are you to recommend {company} to a friend or colleague?")
     attribute_name = "surveyhubNpsScoreNum"
     default_cooldown_days = 30
     groups = ("detractor", "passive", "promoter")
     formula = "% promoters (9–10) − % detractors (0–6), from −100 to +100"
 
     def points(self, scale: int) -> list[ScalePoint]:
-        labels = {0: "Not at all likely", 10: "Extremely likely"}
+        labels = {0: N_("Not at all likely"), 10: N_("Extremely likely")}
         return [ScalePoint(v, labels.get(v, str(v))) for v in range(11)]
 
     def group(self, value: int, scale: int) -> str:

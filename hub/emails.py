@@ -1,0 +1,151 @@
+"""The survey email: built from the metric and the survey's settings, previewed, sent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formataddr
+from email.utils import formatdate
+from email.utils import make_msgid
+from typing import Any
+
+from flask import current_app
+from flask import render_template
+from flask_babel import force_locale
+from flask_babel import gettext
+
+from hub.contracts import Metric
+from hub.i18n import survey_language
+from hub.links import rating_token
+from hub.links import unsubscribe_token
+from hub.mail import Mailer
+from hub.models import Delivery
+from hub.models import Survey
+from hub.suppressions import is_suppressed
+from hub.surveys import effective_settings
+
+
+class Suppressed(Exception):
+    """The requester unsubscribed (or was suppressed); nothing is sent to them."""
+
+
+class MetricMissing(LookupError):
+    """The survey's metric plugin is not installed or is blocked."""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who an email goes to; a real delivery or the preview's sample person."""
+
+    delivery_id: int
+    email: str
+    name: str
+    locale: str | None
+
+
+SAMPLE_RECIPIENT = Recipient(0, "jane.doe@example.com", "Jane Doe", None)
+
+
+def metric_of(survey: Survey) -> Metric:
+    """The survey's metric, or `MetricMissing` naming the plugin to install."""
+    try:
+        return current_app.extensions["hub"].registry.metrics[survey.metric]
+    except KeyError:
+        raise MetricMissing(
+            f"Survey {survey.id} uses the metric '{survey.metric}', which no installed "
+            "plugin provides (install or unblock it)."
+        ) from None
+
+
+def _link(path: str) -> str:
+    return f"{current_app.config['HUB_BASE_URL']}{path}"
+
+
+def email_context(survey: Survey, recipient: Recipient) -> dict[str, Any]:
+    """Everything the survey email templates show, in the current locale."""
+    metric = metric_of(survey)
+    settings = effective_settings(metric, survey.settings or {})
+    company = settings["company_name"]
+    token = rating_token(recipient.delivery_id)
+    points = [
+        {
+            "value": point.value,
+            "label": gettext(point.label),
+            "symbol": point.symbol,
+            "url": _link(f"/r/{token}/{point.value}"),
+        }
+        for point in metric.points(survey.scale)
+    ]
+    question = settings["question"] or gettext(metric.default_question)
+    intro = settings["intro"] or gettext(
+        "Thank you for contacting %(company)s. Your request has been resolved; one click "
+        "below tells us how we did.",
+        company=company,
+    )
+    if len(points) > 7:
+        layout = "numbers"
+    elif len(points) == 7:
+        layout = "list"
+    else:
+        layout = "row"
+    return {
+        "metric": metric,
+        "settings": settings,
+        "company": company,
+        "name": recipient.name,
+        "intro": intro,
+        "question": question.replace("{company}", company),
+        "points": points,
+        "layout": layout,
+        "brand_color": settings["brand_color"],
+        "subject": settings["subject"] or gettext("How did we do?"),
+        "unsubscribe_url": _link(f"/u/{unsubscribe_token(recipient.delivery_id)}"),
+    }
+
+
+def build_email(survey: Survey, recipient: Recipient) -> EmailMessage:
+    """The multipart (plain text + HTML) survey email for one recipient."""
+    metric = metric_of(survey)
+    settings = effective_settings(metric, survey.settings or {})
+    locale = survey_language(settings["language"], recipient.locale)
+    with force_locale(locale):
+        context = email_context(survey, recipient)
+        context["locale"] = locale
+        text = render_template("email/survey.txt", **context)
+        html = render_template("email/survey.html", **context)
+    mail_from = current_app.config["MAIL_FROM"]
+    message = EmailMessage()
+    message["Subject"] = context["subject"]
+    message["From"] = formataddr((settings["sender_name"], mail_from))
+    message["To"] = formataddr((recipient.name, recipient.email))
+    if settings["reply_to"]:
+        message["Reply-To"] = settings["reply_to"]
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid("survey", domain=mail_from.rpartition("@")[2] or None)
+    message["List-Unsubscribe"] = f"<{context['unsubscribe_url']}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    # After the parts exist: add_alternative moves Content-* headers into the first part.
+    message["Content-Language"] = locale
+    return message
+
+
+def recipient_of(delivery: Delivery) -> Recipient:
+    return Recipient(
+        delivery.id, delivery.requester_email or "", delivery.requester_name, delivery.locale
+    )
+
+
+def preview_email(survey: Survey) -> EmailMessage:
+    """The survey's email with sample data (its links lead to a 'not valid' page)."""
+    return build_email(survey, SAMPLE_RECIPIENT)
+
+
+def send_survey(delivery: Delivery, mailer: Mailer) -> EmailMessage:
+    """Send `delivery`'s survey email; raises `Suppressed` for an unsubscribed address."""
+    if not delivery.requester_email or is_suppressed(delivery.requester_email):
+        raise Suppressed(delivery.requester_email)
+    message = build_email(delivery.survey, recipient_of(delivery))
+    mailer.send(message)
+    return message

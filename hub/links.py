@@ -1,0 +1,62 @@
+"""Signed links in survey emails: score links (which expire) and unsubscribe links."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
+
+from flask import current_app
+from itsdangerous import BadSignature
+from itsdangerous import URLSafeSerializer
+from itsdangerous import URLSafeTimedSerializer
+
+RATING_SALT = "surveyhub:rating"
+UNSUBSCRIBE_SALT = "surveyhub:unsubscribe"
+
+
+class LinkInvalid(Exception):
+    """The link was altered, mistyped or made with another key."""
+
+
+class LinkExpired(Exception):
+    """The link is genuine but older than its survey allows."""
+
+
+def rating_token(delivery_id: int) -> str:
+    """A token naming the delivery only, signed with the app secret and timestamped."""
+    return URLSafeTimedSerializer(current_app.secret_key, salt=RATING_SALT).dumps(delivery_id)
+
+
+def read_rating_token(token: str) -> tuple[int, datetime]:
+    """The delivery id in `token` and when the token was made; raises `LinkInvalid`."""
+    serializer = URLSafeTimedSerializer(current_app.secret_key, salt=RATING_SALT)
+    try:
+        delivery_id, issued_at = serializer.loads(token, return_timestamp=True)
+    except BadSignature:
+        raise LinkInvalid(token) from None
+    if not isinstance(delivery_id, int):
+        raise LinkInvalid(token)
+    return delivery_id, issued_at.astimezone(UTC)
+
+
+def check_not_expired(issued_at: datetime, expiry_days: int, now: datetime) -> None:
+    """Raise `LinkExpired` when a link issued at `issued_at` is past its survey's expiry."""
+    if now - issued_at > timedelta(days=expiry_days):
+        raise LinkExpired(issued_at)
+
+
+def unsubscribe_token(delivery_id: int) -> str:
+    """A token for the unsubscribe link; it never expires (unsubscribing must always work)."""
+    return URLSafeSerializer(current_app.secret_key, salt=UNSUBSCRIBE_SALT).dumps(delivery_id)
+
+
+def read_unsubscribe_token(token: str) -> int:
+    """The delivery id in an unsubscribe token; raises `LinkInvalid`."""
+    try:
+        delivery_id = URLSafeSerializer(current_app.secret_key, salt=UNSUBSCRIBE_SALT).loads(token)
+    except BadSignature:
+        raise LinkInvalid(token) from None
+    if not isinstance(delivery_id, int):
+        raise LinkInvalid(token)
+    return delivery_id

@@ -1,0 +1,107 @@
+"""Sending email over SMTP, one connection per batch, with failures classified."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from collections.abc import Mapping
+from email.message import EmailMessage
+from typing import Any
+
+
+class MailError(Exception):
+    """Sending failed; `temporary` says whether trying again later may work."""
+
+    temporary = True
+
+
+class TemporaryMailError(MailError):
+    """The server is down, busy or refused for now (4xx, connection, login): retry later."""
+
+
+class PermanentMailError(MailError):
+    """The server rejected this message for good (5xx), e.g. an unknown mailbox."""
+
+    temporary = False
+
+
+def _classify(exc: Exception) -> MailError:
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        # A login problem is the admin's to fix; the message itself is fine.
+        return TemporaryMailError(
+            f"The SMTP server refused the login ({exc.smtp_code}): check HUB_SMTP_USER and "
+            "HUB_SMTP_PASSWORD."
+        )
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        detail = "; ".join(
+            f"{rcpt}: {code} {msg.decode(errors='replace')}"
+            for rcpt, (code, msg) in exc.recipients.items()
+        )
+        error_class = PermanentMailError if all(c >= 500 for c in codes) else TemporaryMailError
+        return error_class(f"The SMTP server refused the recipient ({detail}).")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        text = (
+            exc.smtp_error.decode(errors="replace")
+            if isinstance(exc.smtp_error, bytes)
+            else exc.smtp_error
+        )
+        error_class = PermanentMailError if exc.smtp_code >= 500 else TemporaryMailError
+        return error_class(f"The SMTP server answered {exc.smtp_code} {text}")
+    return TemporaryMailError(f"Cannot talk to the SMTP server: {exc or type(exc).__name__}")
+
+
+class Mailer:
+    """An SMTP session from the app's settings; use as a context manager for a batch."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.host = config["SMTP_HOST"] or "localhost"
+        self.port = config["SMTP_PORT"]
+        self.security = config["SMTP_SECURITY"]
+        self.user = config["SMTP_USER"]
+        self.password = config["SMTP_PASSWORD"]
+        self.timeout = 30
+        self._smtp: smtplib.SMTP | None = None
+
+    def __enter__(self) -> Mailer:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        """Open the connection (TLS and login as configured)."""
+        try:
+            if self.security == "ssl":
+                context = ssl.create_default_context()
+                smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+            else:
+                smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+                if self.security == "starttls":
+                    smtp.starttls(context=ssl.create_default_context())
+            if self.user:
+                smtp.login(self.user, self.password)
+        except (smtplib.SMTPException, OSError) as exc:
+            raise _classify(exc) from exc
+        self._smtp = smtp
+
+    def send(self, message: EmailMessage) -> None:
+        """Send one message on the open connection (opening it if needed)."""
+        if self._smtp is None:
+            self.connect()
+        try:
+            self._smtp.send_message(message)
+        except (smtplib.SMTPException, OSError) as exc:
+            if isinstance(exc, smtplib.SMTPServerDisconnected):
+                self._smtp = None  # reconnect on the next send
+            raise _classify(exc) from exc
+
+    def close(self) -> None:
+        """Say QUIT, ignoring a connection that is already gone."""
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            self._smtp = None

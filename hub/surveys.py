@@ -1,0 +1,75 @@
+"""Survey settings: the trigger and email options of one survey, with their defaults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE
+from marshmallow import Schema
+from marshmallow import fields
+from marshmallow import validate
+
+from hub.contracts import Metric
+from hub.i18n import LANGUAGES
+
+BRAND_COLOR = "#2f5bea"
+
+
+class SurveySettingsSchema(Schema):
+    """Validates a survey's settings; missing keys take the defaults in `defaults()`."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    delay_hours = fields.Integer(validate=validate.Range(min=0, max=24 * 60))
+    channels = fields.List(fields.String(), validate=validate.Length(min=1))
+    resolved_statuses = fields.List(fields.String(), validate=validate.Length(min=1))
+    excluded_tags = fields.List(fields.String())
+    require_assignee = fields.Boolean()
+    cooldown_days = fields.Integer(validate=validate.Range(min=0, max=3650))
+    reminder_days = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=60))
+    sender_name = fields.String(validate=validate.Length(min=1, max=100))
+    reply_to = fields.Email(allow_none=True)
+    subject = fields.String(allow_none=True, validate=validate.Length(max=200))
+    intro = fields.String(allow_none=True, validate=validate.Length(max=2000))
+    question = fields.String(allow_none=True, validate=validate.Length(max=500))
+    brand_color = fields.String(validate=validate.Regexp(r"^#[0-9a-fA-F]{6}$"))
+    company_name = fields.String(validate=validate.Length(min=1, max=100))
+    attribute_name = fields.String(validate=validate.Regexp(r"^[a-z][A-Za-z0-9]*Num$"))
+    add_note = fields.Boolean()
+    link_expiry_days = fields.Integer(validate=validate.Range(min=1, max=365))
+    language = fields.String(validate=validate.OneOf(["auto", *LANGUAGES]))
+
+
+def defaults(metric: Metric, company_name: str = "our team") -> dict[str, Any]:
+    """The settings a new survey of `metric` starts with (PRODUCT.md's defaults).
+
+    `subject`, `intro` and `question` left as None use the translated default wording.
+    """
+    return {
+        "delay_hours": 48,
+        "channels": ["email"],
+        "resolved_statuses": ["done"],
+        "excluded_tags": [],
+        "require_assignee": True,
+        "cooldown_days": metric.default_cooldown_days,
+        "reminder_days": None,
+        "sender_name": company_name,
+        "reply_to": None,
+        "subject": None,
+        "intro": None,
+        "question": None,
+        "brand_color": BRAND_COLOR,
+        "company_name": company_name,
+        "attribute_name": metric.attribute_name,
+        "add_note": True,
+        "link_expiry_days": 30,
+        "language": "auto",
+    }
+
+
+def effective_settings(metric: Metric, stored: dict[str, Any]) -> dict[str, Any]:
+    """Stored settings over the defaults, validated (raises marshmallow.ValidationError)."""
+    merged = defaults(metric, stored.get("company_name") or "our team")
+    merged.update(SurveySettingsSchema().load(stored))
+    return merged

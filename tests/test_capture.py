@@ -1,0 +1,217 @@
+"""One-click rating capture, comments and unsubscribe, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from hub import hookimpl
+from hub.extensions import db
+from hub.links import rating_token
+from hub.links import unsubscribe_token
+from hub.models import Rating
+from hub.models import Suppression
+from hub.models import utcnow
+from tests.conftest import add_delivery
+
+
+class Events:
+    """A throwaway plugin recording the capture hooks."""
+
+    def __init__(self) -> None:
+        self.ratings: list[tuple[int, int]] = []
+        self.comments: list[str] = []
+
+    @hookimpl
+    def rating_received(self, rating):
+        self.ratings.append((rating.delivery_id, rating.value))
+
+    @hookimpl
+    def comment_received(self, rating):
+        self.comments.append(rating.comment)
+
+
+@pytest.fixture
+def events(app):
+    plugin = Events()
+    app.extensions["hub"].registry._pm.register(plugin)
+    return plugin
+
+
+@pytest.fixture
+def delivery_id(app):
+    with app.app_context():
+        return add_delivery().id
+
+
+@pytest.fixture
+def token(app, delivery_id):
+    with app.test_request_context():
+        return rating_token(delivery_id)
+
+
+def ratings(app) -> list[Rating]:
+    with app.app_context():
+        return db.session.execute(select(Rating)).scalars().all()
+
+
+def test_a_plain_get_records_nothing(app, client, token):
+    page = client.get(f"/r/{token}/9")
+    assert page.status_code == 200
+    assert 'method="post"' in page.text
+    assert "<button" in page.text  # usable with scripts off
+    assert ratings(app) == []
+
+
+def test_the_post_records_the_raw_value_and_scale(app, client, token, events, delivery_id):
+    response = client.post(f"/r/{token}/9")
+    assert response.status_code == 303
+    assert response.headers["Location"].endswith(f"/r/{token}/comment")
+    (rating,) = ratings(app)
+    assert (rating.value, rating.scale, rating.agent_ref) == (9, 11, "agent-7")
+    assert events.ratings == [(delivery_id, 9)]
+
+
+def test_repeated_posts_are_idempotent(app, client, token, events):
+    client.post(f"/r/{token}/9")
+    client.post(f"/r/{token}/9")
+    assert len(ratings(app)) == 1
+    assert len(events.ratings) == 1
+
+
+def test_second_score_within_15_minutes_replaces_the_first(app, client, token, events):
+    client.post(f"/r/{token}/3")
+    client.post(f"/r/{token}/8")
+    (rating,) = ratings(app)
+    assert rating.value == 8
+    assert [value for _, value in events.ratings] == [3, 8]
+
+
+def test_score_after_15_minutes_is_refused_politely(app, client, token, events):
+    client.post(f"/r/{token}/3")
+    with app.app_context():
+        rating = db.session.execute(select(Rating)).scalar_one()
+        rating.created_at = utcnow() - timedelta(minutes=16)
+        db.session.commit()
+    response = client.post(f"/r/{token}/10")
+    assert response.status_code == 409
+    assert "already recorded" in response.text
+    assert ratings(app)[0].value == 3
+    assert [value for _, value in events.ratings] == [3]
+
+
+@pytest.mark.parametrize("score", [11, -1, 99])
+def test_out_of_range_score_gets_a_friendly_4xx(app, client, token, score):
+    for method in (client.get, client.post):
+        response = method(f"/r/{token}/{score}")
+        assert response.status_code == 400
+        assert "not on this survey" in response.text
+    assert ratings(app) == []
+
+
+def test_tampered_token_gets_a_friendly_4xx(app, client, token):
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    for method in (client.get, client.post):
+        response = method(f"/r/{tampered}/9")
+        assert response.status_code == 404
+        assert "not valid" in response.text
+    assert ratings(app) == []
+
+
+def test_token_for_an_unknown_delivery_gets_a_friendly_4xx(app, client):
+    with app.test_request_context():
+        token = rating_token(424242)
+    assert client.get(f"/r/{token}/9").status_code == 404
+
+
+def test_expired_link_gets_a_friendly_4xx(app, client, token, monkeypatch):
+    import hub.web.public
+
+    monkeypatch.setattr(hub.web.public, "utcnow", lambda: utcnow() + timedelta(days=31))
+    response = client.post(f"/r/{token}/9")
+    assert response.status_code == 410
+    assert "closed" in response.text
+    assert ratings(app) == []
+
+
+def test_comment_then_thank_you(app, client, token, events):
+    client.post(f"/r/{token}/9")
+    form = client.get(f"/r/{token}/comment")
+    assert form.status_code == 200
+    assert '<label for="comment">' in form.text
+    response = client.post(f"/r/{token}/comment", data={"comment": "  Fast and friendly "})
+    assert response.status_code == 303
+    assert client.get(response.headers["Location"]).status_code == 200
+    client.post(f"/r/{token}/comment", data={"comment": "Fast and friendly"})
+    (rating,) = ratings(app)
+    assert rating.comment == "Fast and friendly"
+    assert events.comments == ["Fast and friendly"]
+
+
+def test_comment_page_without_a_score_asks_for_one(app, client, token):
+    page = client.get(f"/r/{token}/comment")
+    assert page.status_code == 200
+    assert "choose a score first" in page.text
+    assert client.post(f"/r/{token}/comment", data={"comment": "hi"}).status_code == 200
+    assert ratings(app) == []
+
+
+def test_hook_rating_received(app, client, token, events, delivery_id):
+    client.post(f"/r/{token}/10")
+    assert events.ratings == [(delivery_id, 10)]
+
+
+def test_hook_comment_received(app, client, token, events):
+    client.post(f"/r/{token}/10")
+    client.post(f"/r/{token}/comment", data={"comment": "Great"})
+    assert events.comments == ["Great"]
+
+
+def test_a_failing_plugin_does_not_break_the_customers_page(app, client, token):
+    class Broken:
+        @hookimpl
+        def rating_received(self, rating):
+            raise RuntimeError("plugin bug")
+
+    app.extensions["hub"].registry._pm.register(Broken())
+    response = client.post(f"/r/{token}/9")
+    assert response.status_code == 303
+    assert len(ratings(app)) == 1
+
+
+def suppressed(app) -> list[str]:
+    with app.app_context():
+        return db.session.execute(select(Suppression.email)).scalars().all()
+
+
+def test_unsubscribe_page_asks_then_confirms(app, client, delivery_id):
+    with app.test_request_context():
+        token = unsubscribe_token(delivery_id)
+    page = client.get(f"/u/{token}")
+    assert page.status_code == 200
+    assert "jane@example.com" in page.text
+    assert suppressed(app) == []
+    done = client.post(f"/u/{token}")
+    assert done.status_code == 200
+    assert suppressed(app) == ["jane@example.com"]
+    assert "unsubscribed" in client.get(f"/u/{token}").text
+
+
+def test_one_click_unsubscribe_post(app, client, delivery_id):
+    with app.test_request_context():
+        token = unsubscribe_token(delivery_id)
+    response = client.post(
+        f"/u/{token}",
+        data="List-Unsubscribe=One-Click",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 200
+    client.post(f"/u/{token}")  # again: still one entry
+    assert suppressed(app) == ["jane@example.com"]
+
+
+def test_tampered_unsubscribe_link(app, client):
+    assert client.post("/u/forged-token").status_code == 404
+    assert suppressed(app) == []

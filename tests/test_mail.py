@@ -1,0 +1,83 @@
+"""SMTP sending against a real SMTP server: batches, and failures classified."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from hub.mail import Mailer
+from hub.mail import PermanentMailError
+from hub.mail import TemporaryMailError
+from tests.conftest import CollectingHandler
+from tests.conftest import free_port
+
+
+def settings(port: int, **overrides) -> dict:
+    config = {
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": port,
+        "SMTP_SECURITY": "none",
+        "SMTP_USER": "",
+        "SMTP_PASSWORD": "",
+    }
+    config.update(overrides)
+    return config
+
+
+def message(n: int) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "a@example.com", f"b{n}@example.com", f"#{n}"
+    msg.set_content("hello")
+    return msg
+
+
+def test_a_batch_uses_one_connection(smtp_server):
+    with Mailer(settings(smtp_server.port)) as mailer:
+        for n in range(3):
+            mailer.send(message(n))
+    handler = smtp_server.handler
+    assert [m["Subject"] for m in handler.messages] == ["#0", "#1", "#2"]
+    assert len(set(handler.peers)) == 1
+
+
+def test_server_down_is_temporary():
+    with pytest.raises(TemporaryMailError, match="Cannot talk to the SMTP server"):
+        Mailer(settings(free_port())).send(message(1))
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [("451 4.3.0 Try again later", TemporaryMailError), ("554 5.7.1 Rejected", PermanentMailError)],
+)
+def test_server_replies_are_classified(smtp_server, reply, error):
+    smtp_server.handler.reply = reply
+    with pytest.raises(error, match=reply.split(" ", 1)[0]) as info:
+        Mailer(settings(smtp_server.port)).send(message(1))
+    assert info.value.temporary is (error is TemporaryMailError)
+
+
+def test_refused_login_is_temporary_and_names_the_settings():
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult
+
+        return AuthResult(success=auth_data.password == b"right", handled=False)
+
+    controller = Controller(
+        CollectingHandler(),
+        hostname="127.0.0.1",
+        port=free_port(),
+        authenticator=authenticator,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        good = settings(controller.port, SMTP_USER="hub", SMTP_PASSWORD="right")
+        Mailer(good).send(message(1))
+        assert len(controller.handler.envelopes) == 1
+        bad = settings(controller.port, SMTP_USER="hub", SMTP_PASSWORD="wrong")
+        with pytest.raises(TemporaryMailError, match="HUB_SMTP_USER"):
+            Mailer(bad).send(message(2))
+    finally:
+        controller.stop()
