@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from hub.config import default_instance_path
 from hub.config import load_config
+from hub.config import load_or_create_secret
 from hub.config import validate_config
 from hub.crypto import Vault
 from hub.extensions import csrf
@@ -62,6 +63,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.config.update(load_config(os.environ, instance_path))
     app.config.update(config)
+    if not app.config["SECRET_KEY"] and app.config.get("DEBUG"):
+        # Development without HUB_SECRET_KEY: a generated key kept in the instance
+        # folder, never an empty one (it also encrypts helpdesk secrets).
+        app.config["SECRET_KEY"] = load_or_create_secret(instance_path)
+    app.config["SECRET_KEY_FALLBACKS"] = list(app.config["HUB_OLD_SECRET_KEYS"])
     validate_config(app.config)
     instance_path.mkdir(parents=True, exist_ok=True)
     _configure_database(app)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from hub.config import ConfigError
 from hub.config import default_instance_path
 from hub.config import load_config
+from hub.config import load_or_create_secret
 from hub.crypto import SecretsUnreadable
 from hub.embedded import EmbeddedError
 from hub.health import ServiceUnavailable
@@ -48,7 +49,6 @@ def run(host: str, port: int) -> None:
     from hub.app import create_app
     from hub.embedded import Supervisor
     from hub.embedded import free_port
-    from hub.embedded import load_or_create_secret
     from hub.embedded import start_child
     from hub.embedded import start_redis
     from hub.extensions import db
@@ -63,7 +63,7 @@ def run(host: str, port: int) -> None:
         os.environ["HUB_SECRET_KEY"] = load_or_create_secret(instance)
     os.environ.setdefault("HUB_BASE_URL", f"http://{host}:{port}")
 
-    supervisor = Supervisor()
+    supervisor = Supervisor(stop_timeout=load_config(os.environ, instance)["HUB_STOP_TIMEOUT"])
     try:
         if not os.environ.get("REDIS_URL"):
             supervisor.add(start_redis(instance))
@@ -113,17 +113,15 @@ def web(host: str, port: int) -> None:
 @cli.command()
 @click.option("--queue", "queues", multiple=True, help="Queue to listen on (repeatable).")
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
-@with_appcontext
 def worker(queues: tuple[str, ...], burst: bool) -> None:
     """Run an RQ worker on the hub's queues (start as many as you like)."""
-    from flask import current_app
-
     from hub.health import check_database
     from hub.health import check_redis
     from hub.jobs import QUEUES
     from hub.jobs import run_worker
 
-    app = current_app._get_current_object()
+    # No app context here: each job gets a fresh one in its work horse (HubJob).
+    app = _create_app()
     check_database(app)
     check_redis(app)
     run_worker(app, queues or QUEUES, burst=burst)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,17 @@ def _list(value: str | None) -> list[str]:
 def default_instance_path() -> Path:
     """The folder for local state (SQLite file, embedded Redis, generated secret)."""
     return Path(os.environ.get("HUB_INSTANCE_PATH") or Path.cwd() / "instance").resolve()
+
+
+def load_or_create_secret(instance_path: Path) -> str:
+    """The instance's generated secret key, created (mode 0600) on first start."""
+    path = instance_path / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
 
 
 def normalise_database_url(url: str) -> str:
@@ -55,16 +67,32 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict[str, An
         "HUB_BASE_URL": (environ.get("HUB_BASE_URL") or "http://localhost:5000").rstrip("/"),
         "HUB_DISABLED_PLUGINS": _list(environ.get("HUB_DISABLED_PLUGINS")),
         "HUB_PLUGINS": _list(environ.get("HUB_PLUGINS")),
-        "HUB_SCHEDULER_TICK": float(environ.get("HUB_SCHEDULER_TICK") or 5),
+        "HUB_SCHEDULER_TICK": _number(environ, "HUB_SCHEDULER_TICK", 5, float),
+        "HUB_STOP_TIMEOUT": _number(environ, "HUB_STOP_TIMEOUT", 15, float),
         "HUB_LOG_LEVEL": environ.get("HUB_LOG_LEVEL") or "INFO",
         "SMTP_HOST": environ.get("HUB_SMTP_HOST") or "",
-        "SMTP_PORT": int(environ.get("HUB_SMTP_PORT") or 25),
+        "SMTP_PORT": _number(environ, "HUB_SMTP_PORT", 25, int),
         "SMTP_USER": environ.get("HUB_SMTP_USER") or "",
         "SMTP_PASSWORD": environ.get("HUB_SMTP_PASSWORD") or "",
         "SMTP_SECURITY": (environ.get("HUB_SMTP_SECURITY") or "none").lower(),
         "MAIL_FROM": environ.get("HUB_MAIL_FROM") or "surveys@localhost",
         "OUTBOX_DIR": environ.get("HUB_OUTBOX_DIR") or "",
     }
+
+
+def signing_keys(app: Any) -> list[str]:
+    """Keys for itsdangerous: old ones still verify links, the current one (last) signs."""
+    return [*app.config["HUB_OLD_SECRET_KEYS"], app.config["SECRET_KEY"]]
+
+
+def _number(environ: Mapping[str, str], name: str, default: float, kind: type) -> Any:
+    raw = environ.get(name)
+    if not raw:
+        return kind(default)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}.") from None
 
 
 def validate_config(config: Mapping[str, Any]) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import os
-import secrets
+import ctypes.util
 import signal
 import socket
 import subprocess
@@ -14,28 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import psutil
 from redis import Redis
 from redis.exceptions import RedisError
 
 from hub.config import embedded_redis_socket
 
-SECRET_FILE = "secret_key"
-STOP_TIMEOUT = 15.0
-
 
 class EmbeddedError(RuntimeError):
     """The embedded run cannot start; the message says why."""
-
-
-def load_or_create_secret(instance_path: Path) -> str:
-    """The instance's generated secret key, created (mode 0600) on first start."""
-    path = instance_path / SECRET_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
 
 
 def free_port() -> int:
@@ -46,13 +33,11 @@ def free_port() -> int:
 
 
 def _die_with_parent() -> None:
-    # Runs in the child before exec: its own process group (so a terminal's Ctrl-C
-    # reaches only the supervisor, which stops children in order) and, on Linux,
-    # SIGTERM when the supervisor dies so nothing is left behind.
-    os.setpgrp()
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    # Runs in the child before exec: on Linux, SIGTERM it when the supervisor dies, so a
+    # killed `surveyhub run` leaves nothing behind. Elsewhere this is a no-op.
+    libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    if libc_name:
+        ctypes.CDLL(libc_name, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -104,6 +89,7 @@ def start_redis(instance_path: Path) -> Child:
             "redis.log",
         ],
         preexec_fn=_die_with_parent,
+        start_new_session=True,
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 15
@@ -124,8 +110,13 @@ def start_redis(instance_path: Path) -> Child:
 
 def start_child(name: str, args: list[str], env: dict[str, str]) -> Child:
     """Start `python -m hub ARGS` as a supervised child."""
+    # A session of its own: a terminal's Ctrl-C reaches only the supervisor, which then
+    # stops the children in order.
     process = subprocess.Popen(
-        [sys.executable, "-m", "hub", *args], env=env, preexec_fn=_die_with_parent
+        [sys.executable, "-m", "hub", *args],
+        env=env,
+        preexec_fn=_die_with_parent,
+        start_new_session=True,
     )
     return Child(name, process)
 
@@ -133,9 +124,12 @@ def start_child(name: str, args: list[str], env: dict[str, str]) -> Child:
 class Supervisor:
     """Watches children; stops all of them on SIGINT/SIGTERM or when one crashes."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop_timeout: float = 15.0) -> None:
         self.children: list[Child] = []
         self.stop_requested = False
+        self.stop_timeout = stop_timeout
+        signal.signal(signal.SIGINT, self._request_stop)
+        signal.signal(signal.SIGTERM, self._request_stop)
 
     def add(self, child: Child) -> None:
         self.children.append(child)
@@ -145,8 +139,6 @@ class Supervisor:
 
     def watch(self) -> int:
         """Block until asked to stop or a child dies; stop everything; return exit code."""
-        signal.signal(signal.SIGINT, self._request_stop)
-        signal.signal(signal.SIGTERM, self._request_stop)
         exit_code = 0
         while not self.stop_requested:
             crashed = [c for c in self.children if c.process.poll() is not None]
@@ -164,23 +156,41 @@ class Supervisor:
         return exit_code
 
     def stop_all(self) -> None:
-        """SIGTERM every child (Redis last), then SIGKILL whatever is left after a grace time."""
+        """Stop every child (Redis last) and whatever they started.
+
+        A worker gets a grace time to finish its job, then a second SIGTERM (RQ's cold
+        shutdown, which stops its work horse), then SIGKILL.
+        """
         click.echo("Stopping SurveyHub...", err=True)
-        ordered = [c for c in self.children if c.name != "redis"]
-        ordered += [c for c in self.children if c.name == "redis"]
-        for child in ordered:
-            if child.name == "redis":
-                self._wait([c for c in ordered if c.name != "redis"])
+        # Work horses may outlive a killed worker (they are re-parented), so remember
+        # every descendant now and make sure each is gone at the end.
+        everything = psutil.Process().children(recursive=True)
+        apps = [c for c in self.children if c.name != "redis"]
+        for child in apps:
             if child.process.poll() is None:
                 child.process.terminate()
-        self._wait(ordered)
-
-    def _wait(self, children: list[Child]) -> None:
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for child in children:
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                click.echo(f"The {child.name} process did not stop in time; killing it.", err=True)
+        self._wait(apps, self.stop_timeout)
+        for child in apps:
+            if child.process.poll() is None:
+                click.echo(f"The {child.name} process did not stop in time; forcing it.", err=True)
+                child.process.terminate()
+        self._wait(apps, 5.0)
+        for child in apps:
+            if child.process.poll() is None:
                 child.process.kill()
                 child.process.wait()
+        for child in self.children:
+            if child.name == "redis" and child.process.poll() is None:
+                child.process.terminate()
+                self._wait([child], 10.0)
+        for process in everything:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    process.kill()
+
+    @staticmethod
+    def _wait(children: list[Child], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(max(0.05, deadline - time.monotonic()))

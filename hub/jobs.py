@@ -15,6 +15,7 @@ from rq import Queue
 from rq import Worker
 from rq import get_current_job
 from rq.job import Job
+from sqlalchemy import text
 
 from hub.extensions import db
 from hub.models import utcnow
@@ -95,7 +96,8 @@ def run_worker(app: Flask, queues: Sequence[str] = QUEUES, burst: bool = False) 
 
 
 def heartbeat() -> str:
-    """Record that a worker ran a job just now; `/readyz` reports its age."""
+    """Record that a worker ran a job and reached the database just now (`/readyz`)."""
+    db.session.execute(text("SELECT 1"))
     now = utcnow().isoformat()
     redis_connection().set(HEARTBEAT_KEY, now)
     logging.getLogger(__name__).info("heartbeat %s", now)

@@ -11,6 +11,8 @@ from itsdangerous import BadSignature
 from itsdangerous import URLSafeSerializer
 from itsdangerous import URLSafeTimedSerializer
 
+from hub.config import signing_keys
+
 RATING_SALT = "surveyhub:rating"
 UNSUBSCRIBE_SALT = "surveyhub:unsubscribe"
 
@@ -25,12 +27,12 @@ class LinkExpired(Exception):
 
 def rating_token(delivery_id: int) -> str:
     """A token naming the delivery only, signed with the app secret and timestamped."""
-    return URLSafeTimedSerializer(current_app.secret_key, salt=RATING_SALT).dumps(delivery_id)
+    return URLSafeTimedSerializer(signing_keys(current_app), salt=RATING_SALT).dumps(delivery_id)
 
 
 def read_rating_token(token: str) -> tuple[int, datetime]:
     """The delivery id in `token` and when the token was made; raises `LinkInvalid`."""
-    serializer = URLSafeTimedSerializer(current_app.secret_key, salt=RATING_SALT)
+    serializer = URLSafeTimedSerializer(signing_keys(current_app), salt=RATING_SALT)
     try:
         delivery_id, issued_at = serializer.loads(token, return_timestamp=True)
     except BadSignature:
@@ -48,13 +50,15 @@ def check_not_expired(issued_at: datetime, expiry_days: int, now: datetime) -> N
 
 def unsubscribe_token(delivery_id: int) -> str:
     """A token for the unsubscribe link; it never expires (unsubscribing must always work)."""
-    return URLSafeSerializer(current_app.secret_key, salt=UNSUBSCRIBE_SALT).dumps(delivery_id)
+    return URLSafeSerializer(signing_keys(current_app), salt=UNSUBSCRIBE_SALT).dumps(delivery_id)
 
 
 def read_unsubscribe_token(token: str) -> int:
     """The delivery id in an unsubscribe token; raises `LinkInvalid`."""
     try:
-        delivery_id = URLSafeSerializer(current_app.secret_key, salt=UNSUBSCRIBE_SALT).loads(token)
+        delivery_id = URLSafeSerializer(signing_keys(current_app), salt=UNSUBSCRIBE_SALT).loads(
+            token
+        )
     except BadSignature:
         raise LinkInvalid(token) from None
     if not isinstance(delivery_id, int):

@@ -8,6 +8,8 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
+from importlib.metadata import Distribution
+from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
 
@@ -41,17 +43,20 @@ class PluginInfo:
 def _load_module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
-    except ImportError as exc:
+    except Exception as exc:
         raise PluginError(
-            f"Cannot import plugin module '{name}' (from HUB_PLUGINS): {exc}"
+            f"Cannot import plugin module '{name}' (from HUB_PLUGINS): {type(exc).__name__}: {exc}"
         ) from exc
 
 
 class Registry:
     """Typed facade over the pluggy manager; the rest of the hub never calls `pm.hook`."""
 
-    def __init__(self, pm: pluggy.PluginManager) -> None:
+    def __init__(
+        self, pm: pluggy.PluginManager, distributions: dict[str, Distribution] | None = None
+    ) -> None:
         self._pm = pm
+        self._distributions = distributions or {}
 
     @classmethod
     def load(cls, disabled: Iterable[str] = (), extra: Iterable[Any] = ()) -> Registry:
@@ -61,18 +66,29 @@ class Registry:
         """
         pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         pm.add_hookspecs(hookspecs)
-        for name in disabled:
-            pm.set_blocked(name)
+        blocked = set(disabled)
+        distributions: dict[str, Distribution] = {}
         for plugin in extra:
             module = _load_module(plugin) if isinstance(plugin, str) else plugin
-            name = getattr(module, "__name__", None)
-            if not pm.is_blocked(name or "") and not pm.is_registered(module):
-                pm.register(module, name=name)
-        try:
-            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        except pluggy.PluginValidationError as exc:
-            raise PluginError(f"Plugin '{exc.plugin}' is invalid: {exc}") from exc
-        registry = cls(pm)
+            name = getattr(module, "__name__", None) or repr(module)
+            if name not in blocked and not pm.is_registered(module):
+                _register(pm, module, name)
+        for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+            if entry_point.name in blocked or pm.get_plugin(entry_point.name):
+                continue
+            dist_name = entry_point.dist.name if entry_point.dist else "?"
+            try:
+                module = entry_point.load()
+            except Exception as exc:
+                raise PluginError(
+                    f"Plugin '{entry_point.name}' (from {dist_name}) failed to load: "
+                    f"{type(exc).__name__}: {exc}. Fix or uninstall it, or block it with "
+                    f"HUB_DISABLED_PLUGINS={entry_point.name}."
+                ) from exc
+            _register(pm, module, entry_point.name)
+            if entry_point.dist:
+                distributions[entry_point.name] = entry_point.dist
+        registry = cls(pm, distributions)
         registry._check_hook_names()
         # Resolve keys now so a conflict stops start-up instead of the first request.
         registry.helpdesks  # noqa: B018
@@ -164,20 +180,27 @@ class Registry:
 
     def plugins(self) -> list[PluginInfo]:
         """Every loaded plugin with its distribution, version and implemented hooks."""
-        dists = {id(plugin): dist for plugin, dist in self._pm.list_plugin_distinfo()}
         infos = []
         for plugin in self._pm.get_plugins():
-            dist = dists.get(id(plugin))
+            name = self._pm.get_name(plugin) or repr(plugin)
+            dist = self._distributions.get(name)
             hooks = tuple(sorted(c.name for c in self._pm.get_hookcallers(plugin) or ()))
             infos.append(
                 PluginInfo(
-                    name=self._pm.get_name(plugin) or repr(plugin),
+                    name=name,
                     distribution=dist.metadata["name"] if dist else "(not installed)",
                     version=dist.version if dist else "-",
                     hooks=hooks,
                 )
             )
         return sorted(infos, key=lambda info: info.name)
+
+
+def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"Plugin '{name}' is invalid: {exc}") from exc
 
 
 def _is_subclass(item: Any, expected: type) -> bool:

@@ -14,10 +14,12 @@ from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
 
 from hub.contracts import PeriodicJob
+from hub.jobs import QUEUES
 from hub.jobs import HubJob
 from hub.jobs import get_queue
 from hub.jobs import heartbeat
 from hub.jobs import redis_connection
+from hub.registry import PluginError
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,15 @@ return 0
 
 
 def periodic_jobs(app: Flask) -> list[PeriodicJob]:
-    """The hub's table plus every plugin's periodic jobs."""
-    return [*PERIODIC_JOBS, *app.extensions["hub"].registry.periodic_jobs()]
+    """The hub's table plus every plugin's periodic jobs (on queues workers listen to)."""
+    jobs = [*PERIODIC_JOBS, *app.extensions["hub"].registry.periodic_jobs()]
+    for job in jobs:
+        if job.queue not in QUEUES:
+            raise PluginError(
+                f"The periodic job '{job.name}' uses the queue '{job.queue}', which no "
+                f"worker listens to; use one of: {', '.join(QUEUES)}."
+            )
+    return jobs
 
 
 class Scheduler:

@@ -13,6 +13,7 @@ from flask_migrate import upgrade
 from redis import Redis
 from sqlalchemy import create_engine
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from hub.app import create_app
 from hub.config import normalise_database_url
@@ -47,8 +48,15 @@ def postgres_schema_url():
     base = postgres_url()
     schema = f"test_{uuid.uuid4().hex[:12]}"
     engine = create_engine(base, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL at {engine.url.render_as_string(hide_password=True)} does not answer "
+            f"({str(exc).splitlines()[0]}). Start it (see .ci/run) or set DATABASE_URL.",
+            pytrace=False,
+        )
     sep = "&" if "?" in base else "?"
     yield f"{base}{sep}options=-csearch_path%3D{schema}"
     with engine.connect() as conn:

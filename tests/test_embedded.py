@@ -110,6 +110,37 @@ def test_run_starts_everything_processes_a_job_and_stops_cleanly(run_env, tmp_pa
     assert oct((instance / "secret_key").stat().st_mode & 0o777) == "0o600"
 
 
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_during_a_long_job_leaves_no_process(run_env, stop_signal):
+    port = free_port()
+    proc = start_run(dict(run_env, HUB_STOP_TIMEOUT="1"), port)
+    try:
+        wait_ready(proc, port)
+        instance = Path(run_env["HUB_INSTANCE_PATH"])
+        app = create_app(
+            {
+                "INSTANCE_PATH": instance,
+                "SECRET_KEY": (instance / "secret_key").read_text().strip(),
+                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance / 'surveyhub.db'}",
+                "REDIS_URL": f"unix://{embedded_redis_socket(instance)}",
+            }
+        )
+        with app.app_context():
+            job = enqueue("time.sleep", 300, job_timeout=600)
+        deadline = time.monotonic() + 30
+        while job.get_status() != JobStatus.STARTED and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert job.get_status() == JobStatus.STARTED
+        everything = descendants(proc)
+        worker = next(c for c in everything if "-m hub worker" in " ".join(c.cmdline()))
+        assert worker.children(), "the job's work horse should be running"
+        proc.send_signal(stop_signal)
+        proc.wait(timeout=60)
+    finally:
+        stop(proc)
+    assert all_gone(everything), [p.cmdline() for p in everything if p.is_running()]
+
+
 def test_first_admin_link_printed_by_run_opens_the_form(run_env):
     port = free_port()
     proc = start_run(run_env, port)

@@ -7,10 +7,12 @@ import subprocess
 import time
 
 import pytest
+from flask import has_app_context
 from rq.job import JobStatus
 
 from hub.app import create_app
 from hub.jobs import HEARTBEAT_KEY
+from hub.jobs import HubJob
 from hub.jobs import enqueue
 from hub.jobs import heartbeat
 from hub.scheduler import Scheduler
@@ -41,12 +43,13 @@ def wait_for(predicate, timeout=20.0, interval=0.05):
     return False
 
 
-def test_worker_process_runs_jobs_in_an_app_context(sqlite_app, subprocess_env, redis_client):
-    with sqlite_app.app_context():
+def test_worker_process_runs_jobs_in_an_app_context(app, subprocess_env, redis_client):
+    """The heartbeat job needs `current_app` and `db.session`, on SQLite and PostgreSQL."""
+    with app.app_context():
         job = enqueue(heartbeat)
     result = subprocess.run(
         ["surveyhub", "worker", "--burst"],
-        env=worker_env(subprocess_env, sqlite_app),
+        env=worker_env(subprocess_env, app),
         capture_output=True,
         text=True,
         timeout=60,
@@ -79,6 +82,39 @@ def test_worker_refuses_to_start_without_database(sqlite_app, subprocess_env):
     assert result.returncode == 1
     assert "Error: Cannot reach the database at postgresql+psycopg://hub:***@" in result.stderr
     assert "pw@" not in result.stderr
+
+
+def test_job_fails_clearly_when_the_worker_app_is_missing(sqlite_app, redis_client, monkeypatch):
+    monkeypatch.setattr(HubJob, "app", None)
+    with sqlite_app.app_context():
+        job = enqueue(heartbeat)
+    with pytest.raises(RuntimeError, match="surveyhub worker"):
+        job.perform()
+
+
+def test_job_gets_its_own_app_context(sqlite_app, redis_client, monkeypatch):
+    monkeypatch.setattr(HubJob, "app", sqlite_app)
+    with sqlite_app.app_context():
+        job = enqueue(heartbeat)
+    assert not has_app_context()
+    assert job.perform() == redis_client.get(HEARTBEAT_KEY).decode()
+    assert not has_app_context()
+
+
+def test_periodic_job_on_an_unknown_queue_is_refused(tmp_path, redis_client):
+    from hub import hookimpl
+    from hub.contracts import PeriodicJob
+    from hub.registry import PluginError
+    from hub.scheduler import periodic_jobs
+
+    class Plugin:
+        @hookimpl
+        def register_periodic_jobs(self):
+            return [PeriodicJob("nightly", heartbeat, interval=60, queue="nightly")]
+
+    app = create_app(make_config(tmp_path, "sqlite://", HUB_PLUGINS=[Plugin()]))
+    with pytest.raises(PluginError, match="queue 'nightly', which no worker listens to"):
+        periodic_jobs(app)
 
 
 def test_only_one_scheduler_leads(sqlite_app, redis_client):

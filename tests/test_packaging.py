@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -29,14 +30,30 @@ def pip(*args: str) -> None:
     )
 
 
+def copy_sources(source, destination, names=None):
+    """Copy a project to a temp folder, so builds never write into the checkout."""
+    if names is None:
+        shutil.copytree(source, destination)
+        return destination
+    destination.mkdir()
+    for name in names:
+        (shutil.copytree if (source / name).is_dir() else shutil.copy2)(
+            source / name, destination / name
+        )
+    return destination
+
+
+def install_plugin(tmp_path_factory, project: str):
+    """A throwaway third-party plugin, installed by pip into its own folder."""
+    target = tmp_path_factory.mktemp("site")
+    source = copy_sources(TEST_PLUGINS / project, tmp_path_factory.mktemp("src") / project)
+    pip("install", "--no-deps", "--target", str(target), str(source))
+    return target
+
+
 @pytest.fixture(scope="module")
 def demo_plugin_site(tmp_path_factory):
-    """The throwaway third-party plugin, installed by pip into its own folder."""
-    target = tmp_path_factory.mktemp("site")
-    pip(
-        "install", "--no-deps", "--target", str(target), str(TEST_PLUGINS / "surveyhub-demo-metric")
-    )
-    return target
+    return install_plugin(tmp_path_factory, "surveyhub-demo-metric")
 
 
 def run(args, env, cwd):
@@ -63,6 +80,20 @@ def test_third_party_plugin_disappears_when_blocked(demo_plugin_site, subprocess
     assert metrics.stdout.strip() == "['ces', 'csat', 'nps']"
 
 
+def test_plugin_that_fails_to_import_is_named(tmp_path_factory, subprocess_env, tmp_path):
+    site = install_plugin(tmp_path_factory, "surveyhub-broken-plugin")
+    env = dict(subprocess_env, PYTHONPATH=str(site))
+    result = run(["surveyhub", "plugins"], env, tmp_path)
+    assert result.returncode == 1
+    assert "Error: Plugin 'broken' (from surveyhub-broken-plugin) failed to load: ImportError" in (
+        result.stderr
+    )
+    assert "HUB_DISABLED_PLUGINS=broken" in result.stderr
+    assert "Traceback" not in result.stderr
+    blocked = run(["surveyhub", "plugins"], dict(env, HUB_DISABLED_PLUGINS="broken"), tmp_path)
+    assert blocked.returncode == 0, blocked.stderr
+
+
 def test_misspelt_hook_in_a_plugin_stops_the_cli(subprocess_env, tmp_path):
     env = dict(
         subprocess_env,
@@ -86,7 +117,10 @@ def test_missing_secret_stops_the_wsgi_app_with_a_clear_message(subprocess_env, 
 
 
 def test_wheel_ships_templates_and_migrations_and_works_installed(subprocess_env, tmp_path):
-    pip("wheel", "--no-deps", "-w", str(tmp_path / "dist"), str(ROOT))
+    source = copy_sources(
+        ROOT, tmp_path / "src", ["pyproject.toml", "README.md", "hub", "templates", "migrations"]
+    )
+    pip("wheel", "--no-deps", "-w", str(tmp_path / "dist"), str(source))
     wheel = next((tmp_path / "dist").glob("surveyhub-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for expected in (
@@ -97,6 +131,8 @@ def test_wheel_ships_templates_and_migrations_and_works_installed(subprocess_env
         "hub/migrations/alembic.ini",
         "hub/migrations/script.py.mako",
         "hub/migrations/versions/0001_initial_schema.py",
+        "hub/translations/de/LC_MESSAGES/messages.mo",
+        "hub/templates/email/survey.html",
     ):
         assert expected in names
 

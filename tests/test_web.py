@@ -39,7 +39,7 @@ def test_readyz_reports_database_and_redis(client, redis_client):
     assert response.json["checks"] == {"database": "ok", "redis": "ok"}
 
 
-def test_web_keeps_serving_while_redis_is_away(tmp_path, database_url):
+def test_web_keeps_serving_while_redis_is_away(tmp_path, database_url, caplog):
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
     app = create_app(make_config(tmp_path, database_url, REDIS_URL=dead_redis))
     with app.app_context():
@@ -48,19 +48,21 @@ def test_web_keeps_serving_while_redis_is_away(tmp_path, database_url):
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json["checks"]["database"] == "ok"
-    assert response.json["checks"]["redis"].startswith("Cannot reach Redis at redis://127.0.0.1")
+    assert response.json["checks"]["redis"] == "unavailable"
+    assert "Cannot reach Redis at redis://127.0.0.1" in caplog.text
     assert client.get("/healthz").status_code == 200
     assert client.get("/login").status_code == 200
 
 
-def test_readyz_names_an_unreachable_database(tmp_path, redis_client):
+def test_readyz_names_an_unreachable_database(tmp_path, redis_client, caplog):
     url = f"postgresql+psycopg://nobody:hunter2@127.0.0.1:{free_port()}/nowhere"
     client = create_app(make_config(tmp_path, url)).test_client()
     response = client.get("/readyz")
     assert response.status_code == 503
-    message = response.json["checks"]["database"]
-    assert message.startswith("Cannot reach the database at postgresql+psycopg://nobody:***@")
-    assert "hunter2" not in message
+    assert response.json["checks"] == {"database": "unavailable", "redis": "ok"}
+    assert "127.0.0.1" not in response.text  # no internals for anonymous callers
+    assert "Cannot reach the database at postgresql+psycopg://nobody:***@" in caplog.text
+    assert "hunter2" not in caplog.text
 
 
 def test_pages_need_sign_in(client):
@@ -192,3 +194,38 @@ def test_server_error_is_friendly(tmp_path, database_url):
     assert response.status_code == 500
     assert "Something went wrong on our side" in response.text
     assert "kaboom" not in response.text
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["//evil.example", "/\\evil.example", "/\t/evil.example", "https://evil.example"],
+)
+def test_login_never_redirects_off_site(app, client, target):
+    add_user(app, status=UserStatus.ACTIVE.value)
+    page = client.get("/login").text
+    response = client.post(
+        "/login",
+        query_string={"next": target},
+        data={
+            "email": "ann@example.com",
+            "password": "correct horse battery",
+            "csrf_token": csrf_token(page),
+        },
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+
+
+def test_login_follows_a_local_next(app, client):
+    add_user(app, status=UserStatus.ACTIVE.value)
+    page = client.get("/login").text
+    response = client.post(
+        "/login",
+        query_string={"next": "/outbox/"},
+        data={
+            "email": "ann@example.com",
+            "password": "correct horse battery",
+            "csrf_token": csrf_token(page),
+        },
+    )
+    assert response.headers["Location"] == "/outbox/"

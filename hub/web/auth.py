@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import Blueprint
 from flask import Flask
 from flask import current_app
@@ -25,7 +27,9 @@ from wtforms import StringField
 from wtforms.validators import DataRequired
 from wtforms.validators import EqualTo
 from wtforms.validators import Length
+from wtforms.validators import Regexp
 
+from hub.config import signing_keys
 from hub.extensions import db
 from hub.models import Role
 from hub.models import User
@@ -46,7 +50,14 @@ class LoginForm(FlaskForm):
 
 class FirstAdminForm(FlaskForm):
     name = StringField("Your name", validators=[DataRequired(), Length(max=200)])
-    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
+    email = EmailField(
+        "Email",
+        validators=[
+            DataRequired(),
+            Length(max=320),
+            Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message="Enter an email address."),
+        ],
+    )
     password = PasswordField(
         "Password",
         validators=[
@@ -60,7 +71,7 @@ class FirstAdminForm(FlaskForm):
 
 
 def _serializer(app: Flask) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(app.config["SECRET_KEY"], salt=FIRST_ADMIN_SALT)
+    return URLSafeTimedSerializer(signing_keys(app), salt=FIRST_ADMIN_SALT)
 
 
 def admin_exists() -> bool:
@@ -131,7 +142,11 @@ def logout():
 
 
 def _safe_next(target: str | None) -> str | None:
-    # Only same-site paths: an open redirect after login is a phishing aid.
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return None
+    # Only same-site paths: an open redirect after login is a phishing aid. Browsers
+    # drop tabs and newlines and read "\\" as "/", so "/\t/evil.com" means "//evil.com".
+    if not target or any(ch in target for ch in "\\\t\r\n") or not target.startswith("/"):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or target.startswith("//"):
+        return None
+    return target

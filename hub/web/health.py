@@ -28,7 +28,11 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """The database and Redis answer; 503 names the one that does not."""
+    """The database and Redis answer; 503 names the one that does not.
+
+    The endpoint is public, so the reason (hosts, users, driver errors) goes to the log,
+    not into the answer.
+    """
     app = current_app._get_current_object()
     checks: dict[str, str] = {}
     for name, check in (("database", check_database), ("redis", check_redis)):
@@ -36,7 +40,8 @@ def readyz():
             check(app)
             checks[name] = "ok"
         except ServiceUnavailable as exc:
-            checks[name] = str(exc)
+            app.logger.warning("readyz: %s", exc)
+            checks[name] = "unavailable"
     ready = all(value == "ok" for value in checks.values())
     body = {"status": "ok" if ready else "unavailable", "checks": checks}
     if checks["redis"] == "ok":
