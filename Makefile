@@ -6,12 +6,14 @@ PIP := $(BIN)/python -m pip install --disable-pip-version-check --quiet -c const
 PACKAGES := -e plugins/metrics -e plugins/kustomer
 SOURCES := pyproject.toml plugins/metrics/pyproject.toml plugins/kustomer/pyproject.toml constraints.txt
 
-.PHONY: run test lint format clean
+AXE := tests/a11y/node_modules/axe-core/axe.min.js
+
+.PHONY: run test format translations clean
 
 run: $(VENV)/.installed
 	$(BIN)/surveyhub run
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(AXE)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -34,5 +36,18 @@ $(VENV)/.installed-test: $(BIN)/python $(SOURCES)
 	$(PIP) -e '.[test]' $(PACKAGES)
 	@touch $@ $(VENV)/.installed
 
+# axe-core for the accessibility tests, from npm (pinned by tests/a11y/package-lock.json).
+# Without npm the browser tests are skipped locally (CI requires them).
+$(AXE): tests/a11y/package.json tests/a11y/package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix tests/a11y --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the accessibility tests will be skipped"; fi
+
+# Re-extract the messages and merge them into every catalog, then compile (see docs/translating.md).
+translations: $(VENV)/.installed-test
+	$(BIN)/pybabel extract -F babel.cfg -k N_ -o hub/translations/messages.pot --no-location --sort-output --omit-header .
+	$(BIN)/pybabel update -i hub/translations/messages.pot -d hub/translations --ignore-obsolete --width 100 --ignore-pot-creation-date
+	$(BIN)/pybabel compile -d hub/translations
+
 clean:
-	rm -rf $(VENV) build *.egg-info plugins/*/*.egg-info
+	rm -rf $(VENV) build *.egg-info plugins/*/*.egg-info tests/a11y/node_modules

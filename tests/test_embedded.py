@@ -82,7 +82,7 @@ def test_run_starts_everything_processes_a_job_and_stops_cleanly(run_env, tmp_pa
         children = descendants(proc)
         names = " ".join(" ".join(child.cmdline()) for child in children)
         assert "redis-server" in names
-        for role in ("web", "worker", "scheduler"):
+        for role in ("web", "worker", "scheduler", "smtp-sink"):
             assert f"-m hub {role}" in names
 
         instance = Path(run_env["HUB_INSTANCE_PATH"])
