@@ -1,4 +1,4 @@
-"""The types plugins hand to the hub: helpdesk connectors, metrics, periodic jobs."""
+"""The types plugins hand to the hub: metrics and periodic jobs (helpdesks: hub.helpdesk)."""
 
 from __future__ import annotations
 
@@ -8,30 +8,6 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 from typing import ClassVar
-
-from marshmallow import Schema
-
-
-class Helpdesk:
-    """Base class of a helpdesk connector, built from a connection's settings and secrets.
-
-    `settings_schema` drives the connect form; mark secret fields (API keys) with
-    ``metadata={"secret": True}`` so the hub encrypts them and never shows them back.
-    """
-
-    key: ClassVar[str]
-    title: ClassVar[str]
-    settings_schema: ClassVar[type[Schema]]
-
-    def __init__(self, settings: dict[str, Any], secrets: dict[str, Any]) -> None:
-        self.settings = settings
-        self.secrets = secrets
-
-    @classmethod
-    def secret_fields(cls) -> list[str]:
-        """Names of the settings fields that are secrets."""
-        fields = cls.settings_schema().fields
-        return [name for name, field in fields.items() if field.metadata.get("secret")]
 
 
 @dataclass(frozen=True)

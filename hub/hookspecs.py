@@ -9,7 +9,7 @@ hookspec = pluggy.HookspecMarker("surveyhub")
 
 @hookspec
 def register_helpdesks():
-    """Return a list of helpdesk connector classes (subclasses of `hub.contracts.Helpdesk`)."""
+    """Return a list of helpdesk connector classes (subclasses of `hub.helpdesk.Helpdesk`)."""
 
 
 @hookspec

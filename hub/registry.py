@@ -18,9 +18,9 @@ import pluggy
 from flask import Blueprint
 
 from hub import hookspecs
-from hub.contracts import Helpdesk
 from hub.contracts import Metric
 from hub.contracts import PeriodicJob
+from hub.helpdesk import Helpdesk
 
 ENTRY_POINT_GROUP = "surveyhub"
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from marshmallow import fields
 
 from hub import hookimpl
 from hub.app import create_app
-from hub.contracts import Helpdesk
+from hub.helpdesk import Helpdesk
 from hub.contracts import PeriodicJob
 from hub.registry import PluginError
 from hub.registry import Registry

@@ -1,0 +1,196 @@
+"""The helpdesk connector contract: what the pipeline asks of Kustomer and its successors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import datetime
+from typing import Any
+from typing import ClassVar
+
+from marshmallow import Schema
+
+
+class HelpdeskError(Exception):
+    """A helpdesk call failed; the message is the helpdesk's own text where it gave one."""
+
+    #: Whether retrying the same call later may succeed.
+    retryable: ClassVar[bool] = False
+
+
+class BadCredentials(HelpdeskError):
+    """The API key is wrong, expired or for another region."""
+
+
+class MissingPermission(HelpdeskError):
+    """The key lacks a role; `roles` names the ones that would do."""
+
+    def __init__(self, message: str, roles: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.roles = roles
+
+
+class NotFound(HelpdeskError):
+    """The ticket (or other object) does not exist."""
+
+
+class BadRequest(HelpdeskError):
+    """The helpdesk refused the request's content (e.g. a wrong attribute type)."""
+
+
+class RateLimited(HelpdeskError):
+    """Over the helpdesk's rate limit; `retry_at` is when to try again (epoch seconds)."""
+
+    retryable = True
+
+    def __init__(self, message: str, retry_at: float) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+class Unavailable(HelpdeskError):
+    """The helpdesk is unreachable, slow or failing (5xx): try again later."""
+
+    retryable = True
+
+
+@dataclass(frozen=True)
+class HelpdeskContext:
+    """What the hub lends a connector: a name for shared state, Redis, the URL allow-list."""
+
+    name: str = "default"
+    redis: Any = None
+    allowed_urls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConnectionCheck:
+    """The result of checking a connection's credentials, for the connect form."""
+
+    account: str
+    key_name: str
+    missing_roles: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing_roles
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A human helpdesk user who can be invited to the hub."""
+
+    id: str
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class ScanWindow:
+    """Which tickets a scan asks for.
+
+    Resolved at or after `resolved_after` (the survey's watermark minus an overlap) and
+    not updated after `quiet_before` (now minus the survey's delay).
+    """
+
+    resolved_after: datetime
+    quiet_before: datetime
+    statuses: tuple[str, ...] = ("done",)
+    #: Requester details are only looked up for tickets created through these channels
+    #: (None: all), since only those can be surveyed.
+    channels: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What the pipeline needs to know about one ticket to decide and to send."""
+
+    id: str
+    status: str
+    channel: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    resolved_at: datetime | None
+    requester_email: str | None
+    requester_name: str = ""
+    requester_locale: str | None = None
+    assignee_id: str | None = None
+    tags: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TicketEvent:
+    """A webhook event, reduced to what the pipeline acts on."""
+
+    event_id: str
+    ticket_id: str
+    resolved_at: datetime | None
+
+
+class Helpdesk:
+    """Base class of a helpdesk connector, built from a connection's settings and secrets.
+
+    `settings_schema` drives the connect form; mark secret fields (API keys) with
+    ``metadata={"secret": True}`` so the hub encrypts them and never shows them back.
+    Every method may raise the `HelpdeskError` subclasses above.
+    """
+
+    key: ClassVar[str]
+    title: ClassVar[str]
+    settings_schema: ClassVar[type[Schema]]
+
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        secrets: dict[str, Any],
+        context: HelpdeskContext | None = None,
+    ) -> None:
+        self.settings = settings
+        self.secrets = secrets
+        self.context = context or HelpdeskContext()
+
+    @classmethod
+    def secret_fields(cls) -> list[str]:
+        """Names of the settings fields that are secrets."""
+        fields = cls.settings_schema().fields
+        return [name for name, f in fields.items() if f.metadata.get("secret")]
+
+    def verify(self) -> ConnectionCheck:
+        """Check the credentials and permissions, without changing anything."""
+        raise NotImplementedError
+
+    def agents(self) -> Iterator[Agent]:
+        """The helpdesk's human users."""
+        raise NotImplementedError
+
+    def scan(self, window: ScanWindow) -> Iterator[Ticket]:
+        """Stream the tickets in `window`, oldest update first, each once."""
+        raise NotImplementedError
+
+    def fetch_ticket(self, ticket_id: str) -> Ticket:
+        """One ticket as it is now (raises `NotFound`)."""
+        raise NotImplementedError
+
+    def prepare(self, attribute_name: str, title: str) -> None:
+        """Make the helpdesk ready to store ratings in `attribute_name` (at activation)."""
+        raise NotImplementedError
+
+    def write_back(
+        self,
+        ticket_id: str,
+        attribute_name: str,
+        value: int,
+        note: str | None,
+        note_id: str,
+        retry: bool,
+    ) -> str | None:
+        """Set the attribute and post `note` once (idempotent by `note_id`).
+
+        With `retry` the connector first checks whether an earlier, ambiguous attempt
+        already posted the note. Returns the helpdesk's note id.
+        """
+        raise NotImplementedError

@@ -1,0 +1,245 @@
+"""A small Kustomer REST client: auth, timeouts, JSON:API, typed errors, retries, budget."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from hub.helpdesk import BadCredentials
+from hub.helpdesk import BadRequest
+from hub.helpdesk import HelpdeskError
+from hub.helpdesk import MissingPermission
+from hub.helpdesk import NotFound
+from hub.helpdesk import RateLimited
+from hub.helpdesk import Unavailable
+from surveyhub_kustomer.ratelimit import RateBudget
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "SurveyHub-Kustomer/0.1 (+https://github.com/surveyhub/surveyhub)"
+TIMEOUT = (5, 30)  # connect, read (seconds)
+
+#: The roles that allow each kind of call: permission-set names first, then legacy ones.
+ROLES: dict[str, tuple[str, ...]] = {
+    "search": (
+        "org.permission.search.create",
+        "org.permission.search.update",
+        "org.user.search.read",
+        "org.admin.search.read",
+    ),
+    "conversation.read": ("org.permission.conversation.read", "org.user.conversation.read"),
+    "conversation.update": ("org.permission.conversation.update", "org.user.conversation.write"),
+    "customer.read": ("org.permission.customer.read", "org.user.customer.read"),
+    "note.create": ("org.permission.note.create", "org.user.note.write"),
+    "note.read": ("org.permission.note.read", "org.user.note.read"),
+    "metadata.read": (
+        "org.permission.metadata.read",
+        "org.user.metadata.read",
+        "org.admin.metadata.read",
+    ),
+    "metadata.update": ("org.permission.metadata.update", "org.admin.metadata.write"),
+    "user.read": ("org.permission.user.read", "org.user.read", "org.user.user.read"),
+}
+#: What each need is for, in the sentence that names a missing role.
+PURPOSE = {
+    "search": "find resolved conversations",
+    "conversation.read": "re-check a conversation before sending",
+    "conversation.update": "write the score into the conversation's custom attribute",
+    "customer.read": "read the customer's email address",
+    "note.create": "post the rating as a note",
+    "note.read": "check for an earlier note before posting again",
+    "metadata.read": "read the conversation attributes",
+    "metadata.update": "define the score attribute",
+    "user.read": "import agents",
+}
+_BROAD = ("org.admin", "org.user")
+
+
+def has_role(roles: set[str], need: str) -> bool:
+    """Whether `roles` (a key's) allow the calls of kind `need`."""
+    accepted = ROLES[need]
+    if roles & set(accepted):
+        return True
+    # The broad legacy roles `org.user` / `org.admin` cover their own sub-roles.
+    return any(role in roles for role in _BROAD if any(a.startswith(role + ".") for a in accepted))
+
+
+def missing_role_message(need: str) -> str:
+    accepted = ROLES[need]
+    return (
+        f"The Kustomer API key lacks the role to {PURPOSE[need]}. Create a key with "
+        f"{accepted[0]} (or the legacy {accepted[-1]})."
+    )
+
+
+def error_text(response: requests.Response) -> str:
+    """Kustomer's own error sentence, from either of its two error shapes."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:300] or response.reason
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not errors:
+        return (body.get("message") if isinstance(body, dict) else None) or response.reason
+    first = errors[0] if isinstance(errors, list) else errors
+    parts = [first.get("detail") or first.get("title") or first.get("message") or first.get("code")]
+    sub = ((first.get("meta") or {}).get("subErrors") or [{}])[0]
+    source = sub.get("source") or first.get("source") or {}
+    where = source.get("pointer") or source.get("parameter")
+    if where or sub.get("title"):
+        parts.append(" ".join(str(p) for p in (where, sub.get("title")) if p))
+    return ": ".join(p for p in parts if p)
+
+
+class KustomerClient:
+    """Calls one Kustomer org's API with its key; raises `hub.helpdesk` errors."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        budget: RateBudget | None = None,
+        *,
+        retries: int = 4,
+        max_wait: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.budget = budget
+        self.retries = retries
+        self.max_wait = max_wait
+        self.sleep = sleep
+        self.clock = clock
+        self.requests_made = 0
+        self.session = requests.Session()
+        self.session.headers.update(
+            {
+                "Authorization": f"Bearer {api_key}",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            }
+        )
+
+    def url(self, path: str) -> str:
+        """An absolute URL for a path under /v1 (`/conversations/1`) or a relative link."""
+        if path.startswith("http"):
+            return path
+        if path.startswith("/v1/"):
+            return self.origin + path  # Kustomer's relative `links`
+        return self.base_url + path
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        need: str,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        search: bool = False,
+        idempotent: bool = True,
+    ) -> dict[str, Any] | None:
+        """Call the API and return the decoded body (None for an empty one).
+
+        429s wait for the reset (shared through the budget) and retry; 5xx and network
+        errors retry with jittered backoff, but only for `idempotent` calls: a POST whose
+        answer was lost may have been applied, and the caller must check first.
+        """
+        url = self.url(path)
+        for attempt in range(self.retries + 1):
+            self._wait_for_budget(search)
+            try:
+                self.requests_made += 1
+                response = self.session.request(
+                    method, url, json=json, params=params, timeout=TIMEOUT
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                error: HelpdeskError = Unavailable(f"Kustomer did not answer: {exc}")
+            else:
+                if self.budget:
+                    self.budget.learn(response.headers)
+                if response.status_code == 429:
+                    error = self._rate_limited(response, attempt)
+                elif response.status_code >= 500:
+                    error = Unavailable(
+                        f"Kustomer answered {response.status_code}: {error_text(response)}"
+                    )
+                else:
+                    return self._result(response, need)
+            if not idempotent and not isinstance(error, RateLimited):
+                raise error
+            delay = (
+                error.retry_at - self.clock()
+                if isinstance(error, RateLimited)
+                else self._backoff(attempt)
+            )
+            if attempt == self.retries or delay > self.max_wait:
+                raise error
+            log.info("Kustomer: %s; retrying in %.1fs", error, delay)
+            self.sleep(max(0.0, delay))
+        raise AssertionError("unreachable")
+
+    def pages(
+        self, method: str, path: str, *, need: str, json: Any = None, search: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Each page of a listing, following Kustomer's relative `links.next`."""
+        url: str | None = path
+        while url:
+            body = self.request(method, url, need=need, json=json, search=search) or {}
+            yield body
+            url = (body.get("links") or {}).get("next")
+
+    def _wait_for_budget(self, search: bool) -> None:
+        if self.budget is None:
+            return
+        while (resume_at := self.budget.take(search)) > 0:
+            wait = resume_at - self.clock()
+            if wait > self.max_wait:
+                raise RateLimited("The Kustomer request budget is used up for now.", resume_at)
+            self.sleep(max(0.0, wait))
+
+    def _rate_limited(self, response: requests.Response, attempt: int) -> RateLimited:
+        reset = response.headers.get("x-ratelimit-reset")
+        try:
+            retry_at = float(reset)
+        except (TypeError, ValueError):
+            retry_at = self.clock() + self._backoff(attempt)
+        if self.budget:
+            self.budget.block_until(retry_at)
+        return RateLimited(f"Kustomer rate limit reached: {error_text(response)}", retry_at)
+
+    @staticmethod
+    def _backoff(attempt: int) -> float:
+        return min(60.0, 2.0**attempt) * random.uniform(0.5, 1.0)
+
+    @staticmethod
+    def _result(response: requests.Response, need: str) -> dict[str, Any] | None:
+        status = response.status_code
+        if status < 400:
+            return response.json() if response.content else None
+        text = error_text(response)
+        if status == 401 or "associated with pod" in text:
+            if "associated with pod" in text:
+                raise BadCredentials(
+                    f"This API key belongs to another Kustomer region ({text}). Enter your "
+                    "org's own address (https://ORG.kustomerapp.com) so requests reach it."
+                )
+            raise BadCredentials(
+                f"Kustomer refused the API key ({text}). Check that it is complete, not "
+                "expired and not limited to other IP addresses."
+            )
+        if status == 403:
+            raise MissingPermission(f"{missing_role_message(need)} ({text})", ROLES[need])
+        if status == 404:
+            raise NotFound(f"Kustomer: not found ({text})")
+        raise BadRequest(f"Kustomer refused the request ({status}): {text}")

@@ -1,0 +1,291 @@
+"""The Kustomer connector: verify, agents, scan, re-check, prepare and write back."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections import deque
+from collections.abc import Iterator
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+
+from marshmallow import Schema
+from marshmallow import fields
+
+from hub.helpdesk import Agent
+from hub.helpdesk import ConnectionCheck
+from hub.helpdesk import Helpdesk
+from hub.helpdesk import HelpdeskContext
+from hub.helpdesk import ScanWindow
+from hub.helpdesk import Ticket
+from surveyhub_kustomer.client import ROLES
+from surveyhub_kustomer.client import KustomerClient
+from surveyhub_kustomer.client import has_role
+from surveyhub_kustomer.ratelimit import RateBudget
+from surveyhub_kustomer.urls import api_base
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 100
+#: Kustomer's search stops at page 100; before that the scan restarts by keyset.
+LAST_PAGE = 100
+#: Calls the hub makes, so a key without them is refused before it is saved.
+REQUIRED = (
+    "search",
+    "conversation.read",
+    "conversation.update",
+    "customer.read",
+    "note.create",
+    "metadata.read",
+    "metadata.update",
+    "user.read",
+)
+CUSTOMER_CACHE = 5000
+SEEN_IDS = 20000
+
+
+class KustomerSettings(Schema):
+    """The connect form: the Kustomer URL and an API key that never expires."""
+
+    url = fields.String(
+        required=True,
+        metadata={"label": "Kustomer URL", "placeholder": "https://acme.kustomerapp.com"},
+    )
+    api_key = fields.String(required=True, metadata={"label": "API key", "secret": True})
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """A Kustomer timestamp (`2025-03-21T20:20:11.424Z`) as an aware datetime."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """An aware datetime as Kustomer's UTC ISO format."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
+        f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+class Kustomer(Helpdesk):
+    """Kustomer (kustomer.com), through its REST API."""
+
+    key = "kustomer"
+    title = "Kustomer"
+    settings_schema = KustomerSettings
+
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        secrets: dict[str, Any],
+        context: HelpdeskContext | None = None,
+        client: KustomerClient | None = None,
+    ) -> None:
+        super().__init__(settings, secrets, context)
+        self.base_url = api_base(settings.get("url", ""), self.context.allowed_urls)
+        budget = RateBudget(self.context.redis, self.context.name) if self.context.redis else None
+        self.client = client or KustomerClient(self.base_url, secrets.get("api_key", ""), budget)
+
+    # -- connection -------------------------------------------------------------------
+
+    def verify(self) -> ConnectionCheck:
+        body = self.client.request("GET", "/auth/tokens/current", need="search") or {}
+        attributes = (body.get("data") or {}).get("attributes") or {}
+        roles = set(attributes.get("roles") or ())
+        missing = tuple(need for need in REQUIRED if not has_role(roles, need))
+        warnings = []
+        expires = attributes.get("expiresAt") or attributes.get("expireAt")
+        if expires:
+            warnings.append(
+                f"This key expires on {expires[:10]}; surveys stop then. Create a key with "
+                "no expiration, as the set-up guide asks."
+            )
+        if not has_role(roles, "note.read"):
+            warnings.append(
+                "Without a note-reading role a retried write-back cannot check for an "
+                f"earlier note first; add {ROLES['note.read'][0]}."
+            )
+        host = self.base_url.split("://", 1)[1].split("/", 1)[0]
+        return ConnectionCheck(
+            account=host.replace(".api.", "."),
+            key_name=attributes.get("name") or f"…{attributes.get('lastTokenChars', '')}",
+            missing_roles=tuple(ROLES[need][0] for need in missing),
+            warnings=tuple(warnings),
+        )
+
+    def agents(self) -> Iterator[Agent]:
+        path = f"/users?pageSize={PAGE_SIZE}"
+        for page in self.client.pages("GET", path, need="user.read"):
+            for user in page.get("data") or ():
+                attributes = user.get("attributes") or {}
+                if attributes.get("userType", "user") != "user" or attributes.get("deletedAt"):
+                    continue
+                if attributes.get("deleted"):
+                    continue
+                yield Agent(
+                    id=user["id"],
+                    name=attributes.get("displayName") or attributes.get("name") or "",
+                    email=attributes.get("email") or "",
+                )
+
+    # -- scanning -------------------------------------------------------------------
+
+    def _search_body(self, window: ScanWindow, updated_from: str | None) -> dict[str, Any]:
+        criteria: list[dict[str, Any]] = [
+            {"conversation_status": {"in": list(window.statuses)}},
+            {"conversation_last_done_created_at": {"gte": iso(window.resolved_after)}},
+            {"conversation_updated_at": {"lte": iso(window.quiet_before)}},
+        ]
+        if updated_from:
+            criteria.append({"conversation_updated_at": {"gte": updated_from}})
+        return {
+            "queryContext": "conversation",
+            "and": criteria,
+            "sort": [{"conversation_updated_at": "asc"}],
+        }
+
+    def scan(self, window: ScanWindow) -> Iterator[Ticket]:
+        """Stream resolved, quiet conversations by `updatedAt`, restarting by keyset
+        before Kustomer's page-100 limit; memory stays bounded (recent ids, an LRU of
+        customers)."""
+        customers: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        seen: set[str] = set()
+        seen_order: deque[str] = deque()
+        updated_from: str | None = None
+        while True:
+            body = self._search_body(window, updated_from)
+            url: str | None = f"/customers/search?page=1&pageSize={PAGE_SIZE}"
+            page, last_updated, restart = 1, None, False
+            while url:
+                result = self.client.request("POST", url, need="search", json=body, search=True)
+                result = result or {}
+                for conversation in result.get("data") or ():
+                    last_updated = (conversation.get("attributes") or {}).get("updatedAt")
+                    if conversation["id"] in seen:
+                        continue
+                    seen.add(conversation["id"])
+                    seen_order.append(conversation["id"])
+                    if len(seen_order) > SEEN_IDS:
+                        seen.discard(seen_order.popleft())
+                    yield self._ticket(conversation, window.channels, customers)
+                url = (result.get("links") or {}).get("next")
+                page += 1
+                if url and page > LAST_PAGE:
+                    restart = True
+                    break
+            if not restart:
+                return
+            if last_updated is None or last_updated == updated_from:
+                log.warning(
+                    "Kustomer scan: more than %s conversations share updatedAt %s",
+                    PAGE_SIZE * LAST_PAGE,
+                    last_updated,
+                )
+                return
+            updated_from = last_updated  # `gte`: the boundary's ids are in `seen`
+
+    def fetch_ticket(self, ticket_id: str) -> Ticket:
+        body = self.client.request("GET", f"/conversations/{ticket_id}", need="conversation.read")
+        return self._ticket((body or {})["data"], None, OrderedDict())
+
+    def _ticket(
+        self,
+        conversation: dict[str, Any],
+        channels: tuple[str, ...] | None,
+        customers: OrderedDict[str, dict[str, Any]],
+    ) -> Ticket:
+        attributes = conversation.get("attributes") or {}
+        first_in = attributes.get("firstMessageIn") or {}
+        channel = first_in.get("channel") or next(iter(attributes.get("channels") or ()), None)
+        last_done = attributes.get("lastDone") or {}
+        assignees = last_done.get("assignedUsers") or attributes.get("assignedUsers") or []
+        customer_id = (
+            ((conversation.get("relationships") or {}).get("customer") or {}).get("data") or {}
+        ).get("id")
+        customer: dict[str, Any] = {}
+        if customer_id and (channels is None or channel in channels):
+            customer = self._customer(customer_id, customers)
+        emails = customer.get("emails") or []
+        email = next((e.get("email") for e in emails if e.get("email")), None)
+        return Ticket(
+            id=conversation["id"],
+            status=attributes.get("status") or "",
+            channel=channel,
+            created_at=parse_time(attributes.get("createdAt")),
+            updated_at=parse_time(attributes.get("updatedAt")),
+            resolved_at=parse_time(last_done.get("createdAt")),
+            requester_email=email,
+            requester_name=customer.get("displayName") or customer.get("name") or "",
+            requester_locale=customer.get("locale"),
+            assignee_id=assignees[0] if assignees else None,
+            tags=tuple(attributes.get("tags") or ()),
+            extra={"customer_id": customer_id},
+        )
+
+    def _customer(
+        self, customer_id: str, cache: OrderedDict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        if customer_id in cache:
+            cache.move_to_end(customer_id)
+            return cache[customer_id]
+        body = self.client.request("GET", f"/customers/{customer_id}", need="customer.read")
+        attributes = ((body or {}).get("data") or {}).get("attributes") or {}
+        cache[customer_id] = attributes
+        if len(cache) > CUSTOMER_CACHE:
+            cache.popitem(last=False)
+        return attributes
+
+    # -- write-back -----------------------------------------------------------------
+
+    def prepare(self, attribute_name: str, title: str) -> None:
+        """Define the attribute with a read-merge-write, keeping every other attribute."""
+        body = self.client.request("GET", "/metadata/conversation", need="metadata.read") or {}
+        data = body.get("data") or {}
+        properties = dict((data.get("attributes") or {}).get("properties") or {})
+        if attribute_name in properties:
+            return
+        properties[attribute_name] = {"displayName": title}
+        self.client.request(
+            "PUT", "/metadata/conversation", need="metadata.update", json={"properties": properties}
+        )
+
+    def write_back(
+        self,
+        ticket_id: str,
+        attribute_name: str,
+        value: int,
+        note: str | None,
+        note_id: str,
+        retry: bool,
+    ) -> str | None:
+        helpdesk_note_id = None
+        if note is not None:
+            existing = self._find_note(ticket_id, note_id) if retry else None
+            if existing:
+                helpdesk_note_id = existing
+            else:
+                created = self.client.request(
+                    "POST",
+                    f"/conversations/{ticket_id}/notes",
+                    need="note.create",
+                    json={"body": note, "externalId": note_id},
+                    idempotent=False,
+                )
+                helpdesk_note_id = ((created or {}).get("data") or {}).get("id")
+        self.client.request(
+            "PATCH",
+            f"/conversations/{ticket_id}",
+            need="conversation.update",
+            json={"custom": {attribute_name: value}},
+        )
+        return helpdesk_note_id
+
+    def _find_note(self, ticket_id: str, note_id: str) -> str | None:
+        path = f"/conversations/{ticket_id}/notes?pageSize={PAGE_SIZE}"
+        for page in self.client.pages("GET", path, need="note.read"):
+            for item in page.get("data") or ():
+                if (item.get("attributes") or {}).get("externalId") == note_id:
+                    return item["id"]
+        return None
