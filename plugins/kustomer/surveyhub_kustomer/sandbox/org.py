@@ -1,0 +1,214 @@
+"""The sandbox org's data: users, customers, conversations, notes, metadata, webhooks."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
+from typing import Any
+
+ALL_ROLES = (
+    "org.permission.search.create",
+    "org.permission.conversation.read",
+    "org.permission.conversation.update",
+    "org.permission.customer.read",
+    "org.permission.note.create",
+    "org.permission.note.read",
+    "org.permission.metadata.read",
+    "org.permission.metadata.update",
+    "org.permission.user.read",
+    "org.permission.outbound_webhook.create",
+    "org.permission.outbound_webhook.read",
+    "org.permission.outbound_webhook.delete",
+)
+EXCLUDED_TAG = "5f0000000000000000000e01"  # the "no-survey" tag
+
+
+def stamp(moment: datetime) -> str:
+    """Kustomer's timestamp format."""
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+@dataclass
+class ApiKey:
+    token: str
+    name: str
+    roles: tuple[str, ...] = ALL_ROLES
+    pod: str = "prod1"
+    expires_at: str | None = None
+
+
+@dataclass
+class Org:
+    """All of one fake org's state, safe to use from the server's threads."""
+
+    name: str = "acme"
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    keys: dict[str, ApiKey] = field(default_factory=dict)
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    conversations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def new_id(self) -> str:
+        return f"{0x67DD0000 + next(self._ids):024x}"
+
+    def add_user(self, name: str, email: str, user_type: str = "user", deleted: bool = False):
+        user_id = self.new_id()
+        self.users[user_id] = {
+            "name": name,
+            "displayName": name,
+            "email": email,
+            "userType": user_type,
+            "roles": [],
+            "createdAt": stamp(self.now - timedelta(days=400)),
+            **({"deletedAt": stamp(self.now - timedelta(days=3))} if deleted else {}),
+        }
+        return user_id
+
+    def add_customer(self, name: str, emails: list[str], locale: str | None = None) -> str:
+        customer_id = self.new_id()
+        self.customers[customer_id] = {
+            "name": name,
+            "displayName": name,
+            "emails": [
+                {"email": email, "type": "home", "verified": i == 0, "id": None}
+                for i, email in enumerate(emails)
+            ],
+            "locale": locale,
+            "custom": {},
+        }
+        return customer_id
+
+    def add_conversation(
+        self,
+        customer_id: str,
+        *,
+        status: str = "done",
+        channel: str = "email",
+        resolved_ago: timedelta | None = timedelta(days=3),
+        updated_ago: timedelta = timedelta(hours=60),
+        assignee: str | None = None,
+        tags: tuple[str, ...] = (),
+        name: str = "Order question",
+        reopened: bool = False,
+    ) -> str:
+        conversation_id = self.new_id()
+        created = self.now - max(updated_ago, resolved_ago or timedelta(0)) - timedelta(hours=5)
+        last_done = None
+        if resolved_ago is not None:
+            last_done = {
+                "createdAt": stamp(self.now - resolved_ago),
+                "createdBy": assignee,
+                "createdByTeams": [],
+                "assignedUsers": [assignee] if assignee else [],
+                "assignedTeams": [],
+                "time": 27122,
+                "businessTime": 27122,
+            }
+        self.conversations[conversation_id] = {
+            "customer_id": customer_id,
+            "attributes": {
+                "name": name,
+                "status": status,
+                "priority": 3,
+                "direction": "in",
+                "channels": [channel],
+                "messageCount": 4,
+                "noteCount": 0,
+                "doneCount": 1 if resolved_ago is not None else 0,
+                "reopenCount": 1 if reopened else 0,
+                "createdAt": stamp(created),
+                "updatedAt": stamp(self.now - updated_ago),
+                "firstMessageIn": {
+                    "id": self.new_id(),
+                    "channel": channel,
+                    "sentAt": stamp(created),
+                    "directionType": "initial-in",
+                },
+                "lastDone": last_done,
+                "assignedUsers": [assignee] if assignee else [],
+                "assignedTeams": [],
+                "tags": list(tags),
+                "satisfaction": 0,
+                "custom": {},
+                "defaultLang": "en_us",
+                "rev": 3,
+            },
+        }
+        self.notes[conversation_id] = []
+        return conversation_id
+
+
+@dataclass
+class Seeded:
+    """Which seeded conversations a scan at the seed time must and must not find."""
+
+    org: Org
+    api_key: str
+    eligible: list[str]
+    skipped: dict[str, str]
+
+
+def seed(
+    now: datetime | None = None, eligible: int = 6, api_key: str = "sandbox-api-key"
+) -> Seeded:
+    """A realistic org: resolved email conversations older than 48 h, plus ones to skip.
+
+    `skipped` maps each conversation that a 48-hour email survey must not send to, to
+    the reason the pipeline gives.
+    """
+    org = Org(now=now or datetime.now(UTC).replace(microsecond=0))
+    org.keys[api_key] = ApiKey(api_key, "SurveyHub sandbox key")
+    agent = org.add_user("Alex Agent", "alex@acme.example")
+    org.add_user("Bea Agent", "bea@acme.example")
+    org.add_user("SurveyHub key", "", user_type="machine")
+    org.add_user("Former Agent", "former@acme.example", deleted=True)
+    org.metadata["conversation"] = {
+        "properties": {"orderNumberStr": {"displayName": "Order number"}},
+    }
+    ids = []
+    for n in range(eligible):
+        emails = [f"customer{n}@example.com"] + ([f"alt{n}@example.com"] if n % 2 else [])
+        customer = org.add_customer(f"Customer {n}", emails, locale="de" if n == 1 else None)
+        # Pairs share one updatedAt, as many real conversations do.
+        ids.append(
+            org.add_conversation(
+                customer,
+                assignee=agent,
+                updated_ago=timedelta(hours=50 + n // 2),
+                resolved_ago=timedelta(hours=50 + n // 2, minutes=1),
+            )
+        )
+    skipped = {}
+    other = org.add_customer("Chat Person", ["chat@example.com"])
+    skipped[org.add_conversation(other, channel="chat", assignee=agent)] = "wrong channel"
+    reopened = org.add_customer("Reopened Person", ["reopened@example.com"])
+    skipped[org.add_conversation(reopened, status="open", assignee=agent, reopened=True)] = (
+        "not resolved"
+    )
+    recent = org.add_customer("Recent Person", ["recent@example.com"])
+    skipped[
+        org.add_conversation(
+            recent, assignee=agent, updated_ago=timedelta(hours=1), resolved_ago=timedelta(hours=1)
+        )
+    ] = "updated within the delay"
+    tagged = org.add_customer("Tagged Person", ["tagged@example.com"])
+    skipped[org.add_conversation(tagged, assignee=agent, tags=(EXCLUDED_TAG,))] = "excluded tag"
+    nobody = org.add_customer("No Email Person", [])
+    skipped[org.add_conversation(nobody, assignee=agent)] = "no email"
+    unassigned = org.add_customer("Unassigned Person", ["unassigned@example.com"])
+    skipped[org.add_conversation(unassigned)] = "no human assignee"
+    snoozed = org.add_customer("Snoozed Person", ["snoozed@example.com"])
+    skipped[org.add_conversation(snoozed, status="snoozed", assignee=agent)] = "not resolved"
+    return Seeded(org=org, api_key=api_key, eligible=ids, skipped=skipped)
