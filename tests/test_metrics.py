@@ -51,8 +51,8 @@ def test_csat_five_point_example(metrics):
     score = metrics["csat"].score([5, 4, 3, 2, 1, 5, 4, 4], 5)
     assert score.value == 62.5  # 5 of 8 answers are 4 or 5
     assert score.groups == {"negative": 2, "neutral": 1, "positive": 5}
-    # 1.96 * sqrt(0.625 * 0.375 / 8) * 100
-    assert score.margin == pytest.approx(33.547, abs=0.001)
+    # Wilson: 1.96 * sqrt(p(1-p)/n + 1.96²/(4n²)) / (1 + 1.96²/n) * 100, p = 0.625, n = 8
+    assert score.margin == pytest.approx(27.871, abs=0.001)
     assert score.unit == "%"
 
 
@@ -65,6 +65,13 @@ def test_csat_three_and_two_point_groups(metrics):
     assert two.groups == {"negative": 1, "neutral": 0, "positive": 2}
 
 
+def test_csat_margin_is_not_zero_when_everyone_agrees(metrics):
+    # Wilson, p = 1, n = 4: 1.96 * sqrt(1.96² / 64) / (1 + 1.96² / 4) * 100
+    score = metrics["csat"].score([3, 3, 3, 3], 3)
+    assert score.value == 100.0
+    assert score.margin == pytest.approx(24.495, abs=0.001)
+
+
 def test_csat_empty_and_single(metrics):
     assert metrics["csat"].score([], 3).value is None
     single = metrics["csat"].score([1], 3)
@@ -74,10 +81,10 @@ def test_csat_empty_and_single(metrics):
 def test_ces_example(metrics):
     score = metrics["ces"].score([7, 6, 5, 4, 1], 7)
     assert score.value == pytest.approx(4.6)
-    # sample sd = sqrt(21.2 / 4); 1.96 * sd / sqrt(5)
-    assert score.margin == pytest.approx(2.018, abs=0.001)
+    # sample sd = sqrt(21.2 / 4); t(0.975, df=4) = 2.776445; margin = t * sd / sqrt(5)
+    assert score.margin == pytest.approx(2.859, abs=0.001)
     assert score.extra["percent_positive"] == 60.0
-    assert score.extra["percent_positive_margin"] == pytest.approx(42.941, abs=0.001)
+    assert score.extra["percent_positive_margin"] == pytest.approx(32.583, abs=0.001)
     assert score.groups == {"negative": 1, "neutral": 1, "positive": 3}
 
 

@@ -6,6 +6,13 @@ import math
 from collections.abc import Sequence
 
 Z95 = 1.959964  # two-sided 95% normal quantile
+# Two-sided 95% Student t quantiles for 1..30 degrees of freedom; beyond, z is close enough.
+T95 = (
+    12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004,
+    2.262157, 2.228139, 2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905,
+    2.109816, 2.100922, 2.093024, 2.085963, 2.079614, 2.073873, 2.068658, 2.063899,
+    2.059539, 2.055529, 2.051831, 2.048407, 2.045230, 2.042272,
+)  # fmt: skip
 
 
 def percent(part: int, n: int) -> float | None:
@@ -14,11 +21,17 @@ def percent(part: int, n: int) -> float | None:
 
 
 def proportion_margin(part: int, n: int) -> float | None:
-    """95% margin of error, in percentage points, of the share `part / n` (Wald)."""
+    """95% margin of error, in percentage points, of the share `part / n`.
+
+    Half the width of the Wilson score interval: unlike the plain normal approximation it
+    does not shrink to ±0 when every answer is in the same group.
+    """
     if n < 2:
         return None
     p = part / n
-    return 100.0 * Z95 * math.sqrt(p * (1 - p) / n)
+    z2 = Z95 * Z95
+    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return 100.0 * half
 
 
 def net_margin(plus: int, minus: int, n: int) -> float | None:
@@ -31,7 +44,7 @@ def net_margin(plus: int, minus: int, n: int) -> float | None:
 
 
 def mean_and_margin(values: Sequence[int]) -> tuple[float | None, float | None]:
-    """The mean and its 95% margin of error (sample standard deviation, n - 1)."""
+    """The mean and its 95% margin of error (Student t, sample standard deviation)."""
     n = len(values)
     if n == 0:
         return None, None
@@ -39,4 +52,5 @@ def mean_and_margin(values: Sequence[int]) -> tuple[float | None, float | None]:
     if n < 2:
         return mean, None
     variance = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, Z95 * math.sqrt(variance / n)
+    quantile = T95[n - 2] if n - 1 <= len(T95) else Z95
+    return mean, quantile * math.sqrt(variance / n)
