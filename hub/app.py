@@ -68,6 +68,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         # folder, never an empty one (it also encrypts helpdesk secrets).
         app.config["SECRET_KEY"] = load_or_create_secret(instance_path)
     app.config["SECRET_KEY_FALLBACKS"] = list(app.config["HUB_OLD_SECRET_KEYS"])
+    if not app.config["HUB_BASE_URL"] and (app.config.get("DEBUG") or app.config.get("TESTING")):
+        app.config["HUB_BASE_URL"] = "http://localhost:5000"
     validate_config(app.config)
     instance_path.mkdir(parents=True, exist_ok=True)
     _configure_database(app)

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 #: Secret keys that are known placeholders and must never protect a real install.
 WEAK_SECRETS = frozenset({"", "dev", "secret", "change-me", "changeme", "replace-me", "test"})
@@ -64,7 +65,7 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict[str, An
         "DEBUG": _bool(environ.get("HUB_DEBUG")),
         "SQLALCHEMY_DATABASE_URI": normalise_database_url(database_url),
         "REDIS_URL": redis_url,
-        "HUB_BASE_URL": (environ.get("HUB_BASE_URL") or "http://localhost:5000").rstrip("/"),
+        "HUB_BASE_URL": (environ.get("HUB_BASE_URL") or "").rstrip("/"),
         "HUB_DISABLED_PLUGINS": _list(environ.get("HUB_DISABLED_PLUGINS")),
         "HUB_PLUGINS": _list(environ.get("HUB_PLUGINS")),
         "HUB_SCHEDULER_TICK": _number(environ, "HUB_SCHEDULER_TICK", 5, float),
@@ -107,6 +108,20 @@ def validate_config(config: Mapping[str, Any]) -> None:
             "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`, "
             "or set HUB_DEBUG=1 for local development."
         )
+    base_url = config.get("HUB_BASE_URL") or ""
+    if production:
+        parts = urlsplit(base_url)
+        local = parts.hostname in {"localhost", "127.0.0.1", "::1"}
+        if not parts.hostname or parts.scheme not in {"http", "https"}:
+            raise ConfigError(
+                "HUB_BASE_URL is not set. Set it to the hub's public address, e.g. "
+                "https://surveys.example.com: survey emails link to it."
+            )
+        if parts.scheme != "https" and not local:
+            raise ConfigError(
+                f"HUB_BASE_URL ({base_url}) must use https: mail providers require https "
+                "unsubscribe links, and customers' answers travel through it."
+            )
     if config.get("SMTP_SECURITY") not in {"none", "starttls", "ssl"}:
         raise ConfigError("HUB_SMTP_SECURITY must be one of: none, starttls, ssl.")
     scheme = str(config.get("REDIS_URL", "")).split(":", 1)[0]

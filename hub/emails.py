@@ -23,6 +23,7 @@ from hub.models import Delivery
 from hub.models import Survey
 from hub.suppressions import is_suppressed
 from hub.surveys import effective_settings
+from hub.surveys import text_color_on
 
 
 class Suppressed(Exception):
@@ -98,6 +99,7 @@ def email_context(survey: Survey, recipient: Recipient) -> dict[str, Any]:
         "points": points,
         "layout": layout,
         "brand_color": settings["brand_color"],
+        "brand_text": text_color_on(settings["brand_color"]),
         "subject": settings["subject"] or gettext("How did we do?"),
         "unsubscribe_url": _link(f"/u/{unsubscribe_token(recipient.delivery_id)}"),
     }
@@ -132,9 +134,9 @@ def build_email(survey: Survey, recipient: Recipient) -> EmailMessage:
 
 
 def recipient_of(delivery: Delivery) -> Recipient:
-    return Recipient(
-        delivery.id, delivery.requester_email or "", delivery.requester_name, delivery.locale
-    )
+    # Names come from the helpdesk; a stray line break must not break the To: header.
+    name = " ".join(delivery.requester_name.split())
+    return Recipient(delivery.id, delivery.requester_email or "", name, delivery.locale)
 
 
 def preview_email(survey: Survey) -> EmailMessage:

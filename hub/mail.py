@@ -26,12 +26,27 @@ class PermanentMailError(MailError):
     temporary = False
 
 
+class UncertainMailError(MailError):
+    """The connection broke while the message was being sent: it may have been delivered.
+
+    Sending again could mean sending twice, so the caller must not retry by itself.
+    """
+
+    temporary = False
+
+
 def _classify(exc: Exception) -> MailError:
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         # A login problem is the admin's to fix; the message itself is fine.
         return TemporaryMailError(
             f"The SMTP server refused the login ({exc.smtp_code}): check HUB_SMTP_USER and "
             "HUB_SMTP_PASSWORD."
+        )
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        # The server refuses our From address: a setup problem, not this message's.
+        return TemporaryMailError(
+            f"The SMTP server refused the sender {exc.sender} ({exc.smtp_code}): check "
+            "HUB_MAIL_FROM and the server's relay settings."
         )
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in exc.recipients.values()]
@@ -93,10 +108,16 @@ class Mailer:
             self.connect()
         try:
             self._smtp.send_message(message)
+        except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused) as exc:
+            raise _classify(exc) from exc  # a clear answer; the connection is still usable
         except (smtplib.SMTPException, OSError) as exc:
-            if isinstance(exc, smtplib.SMTPServerDisconnected):
-                self._smtp = None  # reconnect on the next send
-            raise _classify(exc) from exc
+            # No answer, or half of one: the connection's state is unknown, so drop it,
+            # and the message may or may not have gone out.
+            self.close()
+            raise UncertainMailError(
+                f"The connection to the SMTP server broke while sending ({exc}); the "
+                "email may have been delivered."
+            ) from exc
 
     def close(self) -> None:
         """Say QUIT, ignoring a connection that is already gone."""

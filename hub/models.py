@@ -216,6 +216,9 @@ class Rating(TimestampMixin, db.Model):
     scale: Mapped[int] = mapped_column(Integer)
     comment: Mapped[str] = mapped_column(Text, default="")
     commented_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set when several different scores arrived automatically within seconds, as when a
+    # mail security scanner opens every link; such a rating stays open to the person.
+    suspected_scanner: Mapped[bool] = mapped_column(Boolean, default=False)
 
     delivery: Mapped[Delivery] = relationship()
 

@@ -16,6 +16,8 @@ from hub.models import utcnow
 
 #: A second click within this time replaces the score; later clicks are refused.
 CHANGE_WINDOW = timedelta(minutes=15)
+#: Different scores submitted automatically this close together are a scanner, not a person.
+SCANNER_BURST = timedelta(seconds=60)
 MAX_COMMENT_LENGTH = 5000
 
 
@@ -34,12 +36,19 @@ def rating_for(delivery: Delivery) -> Rating | None:
 
 
 def record_score(
-    delivery: Delivery, value: int, scale: int, now: datetime | None = None
+    delivery: Delivery,
+    value: int,
+    scale: int,
+    now: datetime | None = None,
+    automatic: bool = False,
 ) -> tuple[Rating, bool]:
     """Store `value` for `delivery`; return the rating and whether it changed.
 
-    The same score again changes nothing (repeated POSTs are idempotent).
-    Raises `RatingLocked` for a different score after the change window.
+    `automatic` says the rating page submitted itself (no button press). The same score
+    again changes nothing (repeated POSTs are idempotent). A different score replaces
+    the first within the change window; after it `RatingLocked` is raised, except for
+    ratings that look like a mail scanner's burst of clicks, which the person can still
+    replace (their own answer then gets a fresh window).
     """
     now = now or utcnow()
     rating = rating_for(delivery)
@@ -59,9 +68,20 @@ def record_score(
         except IntegrityError:
             # Two clicks raced; the other one created the row. Apply ours to it.
             db.session.rollback()
-            return record_score(delivery, value, scale, now)
+            return record_score(delivery, value, scale, now, automatic)
     elif rating.value == value and rating.scale == scale:
+        if rating.suspected_scanner and not automatic:
+            rating.suspected_scanner, rating.created_at = False, now
+            db.session.commit()
         return rating, False
+    elif rating.suspected_scanner:
+        rating.value, rating.scale = value, scale
+        if not automatic:
+            rating.suspected_scanner, rating.created_at = False, now
+        db.session.commit()
+    elif automatic and now - rating.created_at <= SCANNER_BURST:
+        rating.value, rating.scale, rating.suspected_scanner = value, scale, True
+        db.session.commit()
     elif now - rating.created_at > CHANGE_WINDOW:
         raise RatingLocked(rating)
     else:

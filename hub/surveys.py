@@ -13,6 +13,24 @@ from hub.contracts import Metric
 from hub.i18n import LANGUAGES
 
 BRAND_COLOR = "#2f5bea"
+DARK_TEXT = "#1d2433"
+LIGHT_TEXT = "#ffffff"
+# Header fields go into email headers, where a line break would break the message.
+_ONE_LINE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Use a single line of text.")
+
+
+def _luminance(hex_color: str) -> float:
+    channels = [int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def text_color_on(hex_color: str) -> str:
+    """White or dark text, whichever contrasts more with the brand colour (WCAG)."""
+    background = _luminance(hex_color)
+    on_white = 1.05 / (background + 0.05)
+    on_dark = (background + 0.05) / (_luminance(DARK_TEXT) + 0.05)
+    return LIGHT_TEXT if on_white >= on_dark else DARK_TEXT
 
 
 class SurveySettingsSchema(Schema):
@@ -28,13 +46,13 @@ class SurveySettingsSchema(Schema):
     require_assignee = fields.Boolean()
     cooldown_days = fields.Integer(validate=validate.Range(min=0, max=3650))
     reminder_days = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=60))
-    sender_name = fields.String(validate=validate.Length(min=1, max=100))
+    sender_name = fields.String(validate=[validate.Length(min=1, max=100), _ONE_LINE])
     reply_to = fields.Email(allow_none=True)
-    subject = fields.String(allow_none=True, validate=validate.Length(max=200))
+    subject = fields.String(allow_none=True, validate=[validate.Length(max=200), _ONE_LINE])
     intro = fields.String(allow_none=True, validate=validate.Length(max=2000))
     question = fields.String(allow_none=True, validate=validate.Length(max=500))
     brand_color = fields.String(validate=validate.Regexp(r"^#[0-9a-fA-F]{6}$"))
-    company_name = fields.String(validate=validate.Length(min=1, max=100))
+    company_name = fields.String(validate=[validate.Length(min=1, max=100), _ONE_LINE])
     attribute_name = fields.String(validate=validate.Regexp(r"^[a-z][A-Za-z0-9]*Num$"))
     add_note = fields.Boolean()
     link_expiry_days = fields.Integer(validate=validate.Range(min=1, max=365))

@@ -130,6 +130,7 @@ def subprocess_env(tmp_path):
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["HUB_INSTANCE_PATH"] = str(tmp_path / "instance")
     env["HUB_SECRET_KEY"] = TEST_SECRET
+    env["HUB_BASE_URL"] = "http://127.0.0.1:5000"
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

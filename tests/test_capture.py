@@ -215,3 +215,41 @@ def test_one_click_unsubscribe_post(app, client, delivery_id):
 def test_tampered_unsubscribe_link(app, client):
     assert client.post("/u/forged-token").status_code == 404
     assert suppressed(app) == []
+
+
+def test_a_score_can_still_change_at_14_minutes(app, client, token):
+    client.post(f"/r/{token}/3")
+    with app.app_context():
+        rating = db.session.execute(select(Rating)).scalar_one()
+        rating.created_at = utcnow() - timedelta(minutes=14)
+        db.session.commit()
+    assert client.post(f"/r/{token}/8").status_code == 303
+    assert ratings(app)[0].value == 8
+
+
+def test_a_scanners_burst_of_clicks_does_not_lock_out_the_person(app, client, token, events):
+    # A mail scanner opens every link in a real browser: each page submits itself.
+    for score in (0, 1, 2, 10):
+        client.post(f"/r/{token}/{score}", data={"auto": "1"})
+    (rating,) = ratings(app)
+    assert (rating.value, rating.suspected_scanner) == (10, True)
+    with app.app_context():
+        stored = db.session.execute(select(Rating)).scalar_one()
+        stored.created_at = stored.updated_at = utcnow() - timedelta(hours=3)
+        db.session.commit()
+    # Hours later the person clicks 7 and presses the button: their answer counts...
+    assert client.post(f"/r/{token}/7").status_code == 303
+    (rating,) = ratings(app)
+    assert (rating.value, rating.suspected_scanner) == (7, False)
+    # ...and is then protected by the normal 15-minute rule.
+    with app.app_context():
+        stored = db.session.execute(select(Rating)).scalar_one()
+        stored.created_at = utcnow() - timedelta(minutes=16)
+        db.session.commit()
+    assert client.post(f"/r/{token}/1", data={"auto": "1"}).status_code == 409
+
+
+def test_one_automatic_submit_is_an_ordinary_answer(app, client, token):
+    client.post(f"/r/{token}/9", data={"auto": "1"})
+    (rating,) = ratings(app)
+    assert (rating.value, rating.suspected_scanner) == (9, False)

@@ -20,7 +20,9 @@ def test_missing_secret_stops_production_start(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("secret", ["dev", "change-me", "short-secret"])
 def test_placeholder_or_short_secret_is_refused(secret):
-    config = load_config({"HUB_SECRET_KEY": secret}, Path("/tmp/x"))
+    config = load_config(
+        {"HUB_SECRET_KEY": secret, "HUB_BASE_URL": "https://s.example.com"}, Path("/tmp/x")
+    )
     with pytest.raises(ConfigError, match="placeholder or too short"):
         validate_config(config)
 
@@ -52,3 +54,24 @@ def test_bad_redis_scheme_is_named():
     config = load_config({"HUB_DEBUG": "1", "REDIS_URL": "http://localhost"}, Path("/tmp/x"))
     with pytest.raises(ConfigError, match="REDIS_URL"):
         validate_config(config)
+
+
+def production(**environ):
+    return load_config({"HUB_SECRET_KEY": "a-long-enough-secret-key", **environ}, Path("/tmp/x"))
+
+
+def test_production_needs_a_base_url():
+    with pytest.raises(ConfigError, match="HUB_BASE_URL is not set"):
+        validate_config(production())
+
+
+def test_production_base_url_must_be_https_except_on_this_machine():
+    with pytest.raises(ConfigError, match="must use https"):
+        validate_config(production(HUB_BASE_URL="http://surveys.example.com"))
+    validate_config(production(HUB_BASE_URL="https://surveys.example.com"))
+    validate_config(production(HUB_BASE_URL="http://127.0.0.1:5000"))
+
+
+def test_numbers_are_checked():
+    with pytest.raises(ConfigError, match="HUB_SMTP_PORT must be a number"):
+        load_config({"HUB_SMTP_PORT": "twenty-five"}, Path("/tmp/x"))

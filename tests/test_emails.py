@@ -131,3 +131,37 @@ def test_default_email_scores_low_with_spamassassin(mail_app, smtp_server, metri
     send(mail_app, metric=metric, scale=scale)
     score = spamassassin_score(smtp_server.handler.envelopes[0].content)
     assert score < 2.0, score
+
+
+def test_header_fields_must_be_one_line():
+    from marshmallow import ValidationError
+
+    from hub.surveys import SurveySettingsSchema
+
+    with pytest.raises(ValidationError, match="single line"):
+        SurveySettingsSchema().load({"subject": "Hi\r\nBcc: victim@example.com"})
+
+
+def test_a_line_break_in_the_requesters_name_does_not_break_sending(mail_app, smtp_server):
+    with mail_app.app_context():
+        delivery = add_delivery()
+        delivery.requester_name = "Jane\r\nDoe"
+        with Mailer(mail_app.config) as mailer:
+            send_survey(delivery, mailer)
+    assert received(smtp_server)["To"] == "Jane Doe <jane@example.com>"
+
+
+@pytest.mark.parametrize(("brand", "text"), [("#2f5bea", "#ffffff"), ("#f5d142", "#1d2433")])
+def test_button_text_contrasts_with_the_brand_colour(mail_app, smtp_server, brand, text):
+    send(mail_app, brand_color=brand)
+    html = received(smtp_server).get_body(("html",)).get_content()
+    assert f'bgcolor="{brand}"' in html
+    assert f"color:{text};" in html
+
+
+def test_unsubscribe_link_is_in_both_parts(mail_app, smtp_server):
+    send(mail_app)
+    message = received(smtp_server)
+    url = message["List-Unsubscribe"].strip("<>")
+    assert url in message.get_body(("plain",)).get_content()
+    assert url in message.get_body(("html",)).get_content()

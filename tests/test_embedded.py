@@ -71,6 +71,7 @@ def stop(proc: subprocess.Popen) -> str:
 def run_env(subprocess_env):
     env = dict(subprocess_env)
     env.pop("HUB_SECRET_KEY")  # the embedded run generates and keeps its own
+    env.pop("HUB_BASE_URL")  # and uses its own address
     return env
 
 
@@ -92,6 +93,7 @@ def test_run_starts_everything_processes_a_job_and_stops_cleanly(run_env, tmp_pa
                 "SECRET_KEY": (instance / "secret_key").read_text().strip(),
                 "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance / 'surveyhub.db'}",
                 "REDIS_URL": f"unix://{embedded_redis_socket(instance)}",
+                "HUB_BASE_URL": "http://127.0.0.1",
             }
         )
         with app.app_context():
@@ -123,6 +125,7 @@ def test_stopping_during_a_long_job_leaves_no_process(run_env, stop_signal):
                 "SECRET_KEY": (instance / "secret_key").read_text().strip(),
                 "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance / 'surveyhub.db'}",
                 "REDIS_URL": f"unix://{embedded_redis_socket(instance)}",
+                "HUB_BASE_URL": "http://127.0.0.1",
             }
         )
         with app.app_context():

@@ -10,6 +10,7 @@ from aiosmtpd.controller import Controller
 from hub.mail import Mailer
 from hub.mail import PermanentMailError
 from hub.mail import TemporaryMailError
+from hub.mail import UncertainMailError
 from tests.conftest import CollectingHandler
 from tests.conftest import free_port
 
@@ -81,3 +82,34 @@ def test_refused_login_is_temporary_and_names_the_settings():
             Mailer(bad).send(message(2))
     finally:
         controller.stop()
+
+
+def test_connection_lost_during_data_is_uncertain_and_dropped():
+    """The server takes the message, then closes without answering: maybe delivered."""
+
+    class Vanishing(CollectingHandler):
+        async def handle_DATA(self, server, session, envelope):
+            self.envelopes.append(envelope)
+            server.transport.close()
+            return None
+
+    controller = Controller(Vanishing(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        mailer = Mailer(settings(controller.port))
+        with pytest.raises(UncertainMailError, match="may have been delivered"):
+            mailer.send(message(1))
+        assert mailer._smtp is None
+        assert len(controller.handler.envelopes) == 1
+    finally:
+        controller.stop()
+
+
+def test_refused_sender_is_a_setup_problem(smtp_server):
+    class RefuseSender(CollectingHandler):
+        async def handle_MAIL(self, server, session, envelope, address, options):
+            return "553 5.7.1 Sender not allowed"
+
+    smtp_server.handler.__class__ = RefuseSender
+    with pytest.raises(TemporaryMailError, match="HUB_MAIL_FROM"):
+        Mailer(settings(smtp_server.port)).send(message(1))

@@ -11,8 +11,8 @@ from marshmallow import fields
 
 from hub import hookimpl
 from hub.app import create_app
-from hub.helpdesk import Helpdesk
 from hub.contracts import PeriodicJob
+from hub.helpdesk import Helpdesk
 from hub.registry import PluginError
 from hub.registry import Registry
 from hub.scheduler import Scheduler

@@ -188,7 +188,13 @@ def test_server_error_is_friendly(tmp_path, database_url):
         def register_blueprints(self):
             return [bp]
 
-    config = make_config(tmp_path, database_url, HUB_PLUGINS=[Plugin()], TESTING=False)
+    config = make_config(
+        tmp_path,
+        database_url,
+        HUB_PLUGINS=[Plugin()],
+        TESTING=False,
+        HUB_BASE_URL="https://surveys.example.com",
+    )
     app = create_app(config)
     response = app.test_client().get("/boom")
     assert response.status_code == 500

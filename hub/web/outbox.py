@@ -38,4 +38,7 @@ def show(name: str):
     message = read_message(_folder(), name)
     if message is None:
         abort(404)
-    return render_template("outbox/show.html", item=message)
+    # Links in the preview open a new tab: inside the sandboxed frame the rating page
+    # could not submit its form.
+    preview = '<base target="_blank">' + message.html
+    return render_template("outbox/show.html", item=message, preview=preview)

@@ -9,6 +9,7 @@ from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
+from marshmallow import ValidationError
 
 from hub.contracts import Metric
 from hub.emails import MetricMissing
@@ -31,6 +32,7 @@ from hub.ratings import record_score
 from hub.suppressions import is_suppressed
 from hub.suppressions import suppress
 from hub.surveys import effective_settings
+from hub.surveys import text_color_on
 
 bp = Blueprint("public", __name__)
 # The signed token in the URL is the customer's credential; a CSRF cookie would only
@@ -46,6 +48,16 @@ class PublicPageError(Exception):
         super().__init__(template)
         self.template = template
         self.status = status
+
+
+@bp.after_request
+def private_page(response):
+    # The URL is the customer's credential: keep it out of caches, other sites' Referer
+    # headers and other sites' frames.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    return response
 
 
 @bp.errorhandler(PublicPageError)
@@ -67,9 +79,14 @@ def _load(token: str) -> tuple[Delivery, Metric, dict]:
     except MetricMissing:
         current_app.logger.error("Survey %s: metric plugin missing", delivery.survey_id)
         raise PublicPageError("public/unavailable.html", 503) from None
-    settings = effective_settings(metric, delivery.survey.settings or {})
+    try:
+        settings = effective_settings(metric, delivery.survey.settings or {})
+    except ValidationError as exc:
+        current_app.logger.error("Survey %s has invalid settings: %s", delivery.survey_id, exc)
+        raise PublicPageError("public/unavailable.html", 503) from None
     g.locale = survey_language(settings["language"], delivery.locale)
     g.brand_color = settings["brand_color"]
+    g.brand_text = text_color_on(settings["brand_color"])
     g.company = settings["company_name"]
     try:
         check_not_expired(issued_at, settings["link_expiry_days"], utcnow())
@@ -101,7 +118,9 @@ def record(token: str, score: int):
     delivery, metric, settings = _load(token)
     _point(metric, delivery, score)
     try:
-        record_score(delivery, score, delivery.survey.scale)
+        record_score(
+            delivery, score, delivery.survey.scale, automatic=request.form.get("auto") == "1"
+        )
     except RatingLocked as locked:
         top = max(p.value for p in metric.points(delivery.survey.scale))
         return render_template("public/already.html", rating=locked.rating, top=top), 409
@@ -151,8 +170,9 @@ def unsubscribe(token: str):
         settings = effective_settings(metric_of(delivery.survey), delivery.survey.settings or {})
         g.locale = survey_language(settings["language"], delivery.locale)
         g.brand_color = settings["brand_color"]
+        g.brand_text = text_color_on(settings["brand_color"])
         g.company = settings["company_name"]
-    except MetricMissing:
+    except (MetricMissing, ValidationError):
         pass  # unsubscribing must work even when the survey's plugin is gone
     if request.method == "POST":
         suppress(delivery.requester_email, "unsubscribed")
