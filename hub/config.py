@@ -76,6 +76,7 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict[str, An
         "SMTP_USER": environ.get("HUB_SMTP_USER") or "",
         "SMTP_PASSWORD": environ.get("HUB_SMTP_PASSWORD") or "",
         "SMTP_SECURITY": (environ.get("HUB_SMTP_SECURITY") or "none").lower(),
+        "SMTP_CA_FILE": environ.get("HUB_SMTP_CA_FILE") or "",
         "MAIL_FROM": environ.get("HUB_MAIL_FROM") or "surveys@localhost",
         "OUTBOX_DIR": environ.get("HUB_OUTBOX_DIR") or "",
     }

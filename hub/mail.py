@@ -76,6 +76,7 @@ class Mailer:
         self.security = config["SMTP_SECURITY"]
         self.user = config["SMTP_USER"]
         self.password = config["SMTP_PASSWORD"]
+        self.ca_file = config.get("SMTP_CA_FILE") or None
         self.timeout = 30
         self._smtp: smtplib.SMTP | None = None
 
@@ -89,13 +90,13 @@ class Mailer:
     def connect(self) -> None:
         """Open the connection (TLS and login as configured)."""
         try:
+            context = ssl.create_default_context(cafile=self.ca_file)
             if self.security == "ssl":
-                context = ssl.create_default_context()
                 smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
             else:
                 smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
                 if self.security == "starttls":
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=context)
             if self.user:
                 smtp.login(self.user, self.password)
         except (smtplib.SMTPException, OSError) as exc:

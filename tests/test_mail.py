@@ -113,3 +113,92 @@ def test_refused_sender_is_a_setup_problem(smtp_server):
     smtp_server.handler.__class__ = RefuseSender
     with pytest.raises(TemporaryMailError, match="HUB_MAIL_FROM"):
         Mailer(settings(smtp_server.port)).send(message(1))
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1, as a private mail relay might have."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def server_context(tls_files):
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*tls_files)
+    return context
+
+
+def test_starttls_with_a_trusted_private_ca(tls_files):
+    controller = Controller(
+        CollectingHandler(),
+        hostname="127.0.0.1",
+        port=free_port(),
+        tls_context=server_context(tls_files),
+        require_starttls=True,
+    )
+    controller.start()
+    try:
+        trusted = settings(
+            controller.port, SMTP_SECURITY="starttls", SMTP_CA_FILE=str(tls_files[0])
+        )
+        Mailer(trusted).send(message(1))
+        assert len(controller.handler.envelopes) == 1
+        # Without trusting that CA the certificate is refused, and nothing is sent.
+        with pytest.raises(TemporaryMailError, match="CERTIFICATE_VERIFY_FAILED"):
+            Mailer(settings(controller.port, SMTP_SECURITY="starttls")).send(message(2))
+        assert len(controller.handler.envelopes) == 1
+    finally:
+        controller.stop()
+
+
+def test_implicit_tls(tls_files):
+    controller = Controller(
+        CollectingHandler(),
+        hostname="127.0.0.1",
+        port=free_port(),
+        ssl_context=server_context(tls_files),
+    )
+    controller.start()
+    try:
+        config = settings(controller.port, SMTP_SECURITY="ssl", SMTP_CA_FILE=str(tls_files[0]))
+        Mailer(config).send(message(1))
+        assert len(controller.handler.envelopes) == 1
+    finally:
+        controller.stop()
