@@ -1,0 +1,382 @@
+"""The Kustomer client and connector against `responses` with payloads shaped like the API."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC
+from datetime import datetime
+
+import pytest
+import responses
+
+from hub.helpdesk import BadCredentials
+from hub.helpdesk import BadRequest
+from hub.helpdesk import MissingPermission
+from hub.helpdesk import NotFound
+from hub.helpdesk import RateLimited
+from hub.helpdesk import ScanWindow
+from hub.helpdesk import Unavailable
+from surveyhub_kustomer.client import KustomerClient
+from surveyhub_kustomer.connector import Kustomer
+from tests.kustomer.payloads import BASE
+from tests.kustomer.payloads import conversation
+from tests.kustomer.payloads import customer
+from tests.kustomer.payloads import search_page
+from tests.kustomer.payloads import token
+
+NOW = 1_800_000_000.0
+WINDOW = ScanWindow(
+    resolved_after=datetime(2026, 10, 1, tzinfo=UTC),
+    quiet_before=datetime(2026, 11, 1, tzinfo=UTC),
+    channels=("email",),
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def kustomer(clock):
+    client = KustomerClient(BASE, "secret-key", sleep=clock.sleep, clock=clock)
+    return Kustomer(
+        {"url": "https://acme.kustomerapp.com"}, {"api_key": "secret-key"}, client=client
+    )
+
+
+@responses.activate
+def test_requests_carry_the_key_and_a_user_agent(kustomer):
+    responses.get(f"{BASE}/conversations/x1", json={"data": conversation("x1")})
+    responses.get(f"{BASE}/customers/c1", json=customer("c1", ["jane@example.com"]))
+    ticket = kustomer.fetch_ticket("x1")
+    sent = responses.calls[0].request
+    assert sent.headers["Authorization"] == "Bearer secret-key"
+    assert sent.headers["User-Agent"].startswith("SurveyHub-Kustomer/")
+    assert (ticket.id, ticket.status, ticket.channel) == ("x1", "done", "email")
+    assert ticket.requester_email == "jane@example.com"
+    assert ticket.assignee_id == "5f00000000000000000000a1"
+    assert ticket.resolved_at == datetime(2026, 10, 20, 10, 0, tzinfo=UTC)
+
+
+@responses.activate
+def test_agents_follow_relative_next_links_and_skip_machines_and_deleted(kustomer):
+    def user(uid, user_type="user", **extra):
+        attributes = {"name": uid, "displayName": uid.title(), "email": f"{uid}@acme.example"}
+        return {
+            "type": "user",
+            "id": uid,
+            "attributes": {"userType": user_type, **attributes, **extra},
+        }
+
+    responses.get(
+        f"{BASE}/users?pageSize=100",
+        json={
+            "meta": {"pageSize": 100, "page": 1},
+            "data": [user("ann"), user("bot", "machine")],
+            "links": {"next": "/v1/users?page=2&pageSize=100"},
+        },
+    )
+    responses.get(
+        f"{BASE}/users?page=2&pageSize=100",
+        json={
+            "meta": {"pageSize": 100, "page": 2},
+            "data": [user("bob"), user("old", deletedAt="2026-01-01T00:00:00.000Z")],
+            "links": {"next": None},
+        },
+    )
+    assert [a.name for a in kustomer.agents()] == ["Ann", "Bob"]
+
+
+@responses.activate
+def test_scan_restarts_by_keyset_before_page_101(kustomer):
+    """Search stops at page 100; the scan re-queries from the last updatedAt instead."""
+    bodies = []
+
+    def search(request):
+        body = json.loads(request.body)
+        bodies.append(body)
+        page = int(request.params["page"])
+        restarted = any("gte" in c.get("conversation_updated_at", {}) for c in body["and"])
+        if not restarted:
+            stamp = f"2026-10-10T00:{page // 60:02d}:{page % 60:02d}.000Z"
+            items = [conversation(f"a{page}", stamp, customer_id=f"c{page % 3}")]
+            return 200, {}, json.dumps(search_page(items, page, page + 1))
+        # The boundary conversation comes again (gte), then two new ones, then the end.
+        items = [
+            conversation("a100", "2026-10-10T00:01:40.000Z", customer_id="c1"),
+            conversation("b1", "2026-10-10T00:01:40.000Z", customer_id="c1"),
+            conversation("b2", "2026-10-11T00:00:00.000Z", customer_id="c2"),
+        ]
+        return 200, {}, json.dumps(search_page(items, page, None))
+
+    responses.add_callback(responses.POST, f"{BASE}/customers/search", callback=search)
+    for n in range(3):
+        responses.get(f"{BASE}/customers/c{n}", json=customer(f"c{n}", [f"c{n}@example.com"]))
+    tickets = list(kustomer.scan(WINDOW))
+    ids = [t.id for t in tickets]
+    assert ids == [f"a{n}" for n in range(1, 101)] + ["b1", "b2"]
+    pages = [
+        call.request.params["page"] for call in responses.calls if "search" in call.request.url
+    ]
+    assert "101" not in pages and pages.count("1") == 2
+    assert bodies[-1]["and"][-1] == {"conversation_updated_at": {"gte": "2026-10-10T00:01:40.000Z"}}
+    assert bodies[0]["sort"] == [{"conversation_updated_at": "asc"}]
+    customer_calls = [c for c in responses.calls if "/customers/c" in c.request.url]
+    assert len(customer_calls) == 3  # one per distinct customer, cached for the scan
+
+
+@responses.activate
+def test_scan_skips_the_customer_lookup_for_channels_that_cannot_be_surveyed(kustomer):
+    items = [conversation("x1", channel="chat"), conversation("x2", customer_id="c9")]
+    responses.post(f"{BASE}/customers/search", json=search_page(items, 1, None))
+    responses.get(f"{BASE}/customers/c9", json=customer("c9", []))
+    tickets = list(kustomer.scan(WINDOW))
+    assert [(t.channel, t.requester_email) for t in tickets] == [("chat", None), ("email", None)]
+    assert sum("/customers/c" in c.request.url for c in responses.calls) == 1
+
+
+@responses.activate
+def test_429_waits_for_the_reset_then_succeeds(kustomer, clock):
+    url = f"{BASE}/conversations/x1"
+    responses.get(
+        url,
+        status=429,
+        json={"errors": [{"code": "too_many_requests", "message": "Rate limit exceeded"}]},
+        headers={
+            "x-ratelimit-limit": "300",
+            "x-ratelimit-remaining": "0",
+            "x-ratelimit-reset": str(int(NOW + 17)),
+        },
+    )
+    responses.get(url, json={"data": conversation("x1")})
+    responses.get(f"{BASE}/customers/c1", json=customer("c1", ["a@example.com"]))
+    assert kustomer.fetch_ticket("x1").id == "x1"
+    assert clock.slept == [17.0]
+
+
+@responses.activate
+def test_429_without_a_reset_backs_off_with_jitter(kustomer, clock):
+    url = f"{BASE}/conversations/x1"
+    responses.get(url, status=429, json={"errors": [{"code": "too_many_requests"}]})
+    responses.get(url, status=429, json={"errors": [{"code": "too_many_requests"}]})
+    responses.get(url, json={"data": conversation("x1")})
+    responses.get(f"{BASE}/customers/c1", json=customer("c1", ["a@example.com"]))
+    kustomer.fetch_ticket("x1")
+    assert 0.5 <= clock.slept[0] <= 1.0 and 1.0 <= clock.slept[1] <= 2.0
+
+
+@responses.activate
+def test_a_reset_too_far_away_is_handed_to_the_caller(kustomer):
+    responses.get(
+        f"{BASE}/conversations/x1",
+        status=429,
+        json={"errors": [{"code": "too_many_requests"}]},
+        headers={"x-ratelimit-reset": str(int(NOW + 600))},
+    )
+    with pytest.raises(RateLimited) as info:
+        kustomer.fetch_ticket("x1")
+    assert info.value.retry_at == NOW + 600
+
+
+@responses.activate
+def test_5xx_is_retried(kustomer, clock):
+    url = f"{BASE}/conversations/x1"
+    responses.get(url, status=502, body="Bad Gateway")
+    responses.get(url, status=503, json={"errors": [{"code": "unavailable", "message": "busy"}]})
+    responses.get(url, json={"data": conversation("x1")})
+    responses.get(f"{BASE}/customers/c1", json=customer("c1", ["a@example.com"]))
+    assert kustomer.fetch_ticket("x1").id == "x1"
+    assert len(clock.slept) == 2
+
+
+@responses.activate
+def test_5xx_that_never_ends_raises_unavailable(kustomer):
+    responses.get(f"{BASE}/conversations/x1", status=500, body="oops")
+    with pytest.raises(Unavailable, match="500"):
+        kustomer.fetch_ticket("x1")
+    assert len(responses.calls) == 5
+
+
+@responses.activate
+def test_a_note_post_is_never_blindly_retried(kustomer):
+    responses.post(f"{BASE}/conversations/x1/notes", status=502, body="Bad Gateway")
+    with pytest.raises(Unavailable):
+        kustomer.write_back("x1", "surveyhubNpsScoreNum", 9, "NPS 9/10", "sh:1", retry=False)
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_jsonapi_error_shape(kustomer):
+    responses.patch(
+        f"{BASE}/conversations/x1",
+        status=400,
+        json={
+            "errors": [
+                {
+                    "status": 400,
+                    "code": "validation",
+                    "title": "Bad Request",
+                    "detail": "Validation failed",
+                    "meta": {
+                        "subErrors": [
+                            {"title": "must be a number", "source": {"pointer": "/custom/scoreNum"}}
+                        ]
+                    },
+                }
+            ]
+        },
+    )
+    with pytest.raises(BadRequest) as info:
+        kustomer.write_back("x1", "scoreNum", 9, None, "sh:1", retry=False)
+    assert "Validation failed" in str(info.value)
+    assert "/custom/scoreNum must be a number" in str(info.value)
+
+
+@responses.activate
+def test_simple_error_shape(kustomer):
+    responses.get(
+        f"{BASE}/conversations/nope",
+        status=404,
+        json={"errors": [{"code": "not_found", "message": "Conversation not found", "meta": {}}]},
+    )
+    with pytest.raises(NotFound, match="Conversation not found"):
+        kustomer.fetch_ticket("nope")
+
+
+@responses.activate
+def test_missing_role_is_named(kustomer):
+    responses.post(
+        f"{BASE}/conversations/x1/notes",
+        status=403,
+        json={"errors": [{"status": 403, "title": "Forbidden", "detail": "Forbidden"}]},
+    )
+    with pytest.raises(MissingPermission) as info:
+        kustomer.write_back("x1", "scoreNum", 9, "note", "sh:1", retry=False)
+    assert "org.permission.note.create" in str(info.value)
+    assert "org.user.note.write" in str(info.value)
+
+
+@responses.activate
+def test_wrong_pod_is_explained(kustomer):
+    responses.get(
+        f"{BASE}/auth/tokens/current",
+        status=401,
+        json={
+            "errors": [
+                {
+                    "status": 401,
+                    "title": "Unauthorized",
+                    "detail": "Auth token associated with pod prod2 "
+                    "but request is being handled by prod1",
+                }
+            ]
+        },
+    )
+    with pytest.raises(BadCredentials) as info:
+        kustomer.verify()
+    assert "another Kustomer region" in str(info.value)
+    assert "pod prod2" in str(info.value)
+
+
+@responses.activate
+def test_bad_key(kustomer):
+    responses.get(
+        f"{BASE}/auth/tokens/current",
+        status=401,
+        json={"errors": [{"status": 401, "title": "Unauthorized", "detail": "Expired token"}]},
+    )
+    with pytest.raises(BadCredentials, match="Expired token"):
+        kustomer.verify()
+
+
+@responses.activate
+def test_verify_lists_missing_roles_and_warns_about_expiry(kustomer):
+    roles = [
+        "org.permission.search.create",
+        "org.user.conversation.read",
+        "org.permission.conversation.update",
+        "org.permission.customer.read",
+        "org.permission.note.create",
+        "org.permission.metadata.read",
+    ]
+    responses.get(f"{BASE}/auth/tokens/current", json=token(roles, "2027-01-31T00:00:00.000Z"))
+    check = kustomer.verify()
+    assert check.missing_roles == ("org.permission.metadata.update", "org.permission.user.read")
+    assert not check.ok
+    assert check.key_name == "SurveyHub"
+    assert check.account == "acme.kustomerapp.com"
+    assert any("expires on 2027-01-31" in warning for warning in check.warnings)
+
+
+@responses.activate
+def test_broad_legacy_roles_are_enough(kustomer):
+    responses.get(f"{BASE}/auth/tokens/current", json=token(["org.admin", "org.user"]))
+    assert kustomer.verify().missing_roles == ()
+
+
+@responses.activate
+def test_write_back_is_two_requests_and_a_retry_checks_first(kustomer):
+    responses.post(
+        f"{BASE}/conversations/x1/notes",
+        status=201,
+        json={"data": {"type": "note", "id": "n1", "attributes": {"body": "NPS 9/10"}}},
+    )
+    responses.patch(f"{BASE}/conversations/x1", json={"data": conversation("x1")})
+    assert kustomer.write_back("x1", "surveyhubNpsScoreNum", 9, "NPS 9/10", "sh:1", False) == "n1"
+    assert [c.request.method for c in responses.calls] == ["POST", "PATCH"]
+    assert json.loads(responses.calls[0].request.body) == {"body": "NPS 9/10", "externalId": "sh:1"}
+    assert json.loads(responses.calls[1].request.body) == {"custom": {"surveyhubNpsScoreNum": 9}}
+
+    responses.calls.reset()
+    responses.get(
+        f"{BASE}/conversations/x1/notes?pageSize=100",
+        json={
+            "data": [
+                {
+                    "type": "note",
+                    "id": "n1",
+                    "attributes": {"body": "NPS 9/10", "externalId": "sh:1"},
+                }
+            ],
+            "links": {"next": None},
+        },
+    )
+    assert kustomer.write_back("x1", "surveyhubNpsScoreNum", 9, "NPS 9/10", "sh:1", True) == "n1"
+    assert [c.request.method for c in responses.calls] == ["GET", "PATCH"]
+
+
+@responses.activate
+def test_prepare_merges_metadata_and_keeps_other_attributes(kustomer):
+    responses.get(
+        f"{BASE}/metadata/conversation",
+        json={
+            "data": {
+                "type": "metadata",
+                "id": "conversation",
+                "attributes": {"properties": {"orderNumberStr": {"displayName": "Order number"}}},
+            }
+        },
+    )
+    responses.put(f"{BASE}/metadata/conversation", json={"data": {}})
+    kustomer.prepare("surveyhubNpsScoreNum", "NPS score")
+    sent = json.loads(responses.calls[1].request.body)
+    assert sent == {
+        "properties": {
+            "orderNumberStr": {"displayName": "Order number"},
+            "surveyhubNpsScoreNum": {"displayName": "NPS score"},
+        }
+    }
