@@ -75,6 +75,7 @@ class Kustomer(Helpdesk):
     key = "kustomer"
     title = "Kustomer"
     settings_schema = KustomerSettings
+    page_size = PAGE_SIZE
 
     def __init__(
         self,
@@ -116,7 +117,7 @@ class Kustomer(Helpdesk):
         )
 
     def agents(self) -> Iterator[Agent]:
-        path = f"/users?pageSize={PAGE_SIZE}"
+        path = f"/users?pageSize={self.page_size}"
         for page in self.client.pages("GET", path, need="user.read"):
             for user in page.get("data") or ():
                 attributes = user.get("attributes") or {}
@@ -156,7 +157,7 @@ class Kustomer(Helpdesk):
         updated_from: str | None = None
         while True:
             body = self._search_body(window, updated_from)
-            url: str | None = f"/customers/search?page=1&pageSize={PAGE_SIZE}"
+            url: str | None = f"/customers/search?page=1&pageSize={self.page_size}"
             page, last_updated, restart = 1, None, False
             while url:
                 result = self.client.request("POST", url, need="search", json=body, search=True)
@@ -180,7 +181,7 @@ class Kustomer(Helpdesk):
             if last_updated is None or last_updated == updated_from:
                 log.warning(
                     "Kustomer scan: more than %s conversations share updatedAt %s",
-                    PAGE_SIZE * LAST_PAGE,
+                    self.page_size * LAST_PAGE,
                     last_updated,
                 )
                 return
@@ -283,7 +284,7 @@ class Kustomer(Helpdesk):
         return helpdesk_note_id
 
     def _find_note(self, ticket_id: str, note_id: str) -> str | None:
-        path = f"/conversations/{ticket_id}/notes?pageSize={PAGE_SIZE}"
+        path = f"/conversations/{ticket_id}/notes?pageSize={self.page_size}"
         for page in self.client.pages("GET", path, need="note.read"):
             for item in page.get("data") or ():
                 if (item.get("attributes") or {}).get("externalId") == note_id:

@@ -69,12 +69,15 @@ class Faults:
         self.fail: deque[int] = deque()  # answer these statuses without applying
         self.apply_then_fail: deque[int] = deque()  # apply the request, then answer this
         self.burst_429 = 0
+        self.reset_in: float | None = None  # seconds until x-ratelimit-reset in a burst
         self.slow = 0.0
 
     def update(self, settings: dict[str, Any]) -> None:
         self.fail.extend(settings.get("fail", ()))
         self.apply_then_fail.extend(settings.get("apply_then_fail", ()))
         self.burst_429 += int(settings.get("burst_429", 0))
+        if "reset_in" in settings:
+            self.reset_in = settings["reset_in"]
         self.slow = float(settings.get("slow", self.slow))
 
     def clear(self) -> None:
@@ -113,7 +116,8 @@ def create_sandbox(org: Org, rate_limit: int = 1000, search_limit: int = 100) ->
     faults = Faults()
     counts: Counter[str] = Counter()
     windows: Counter[tuple[str, int]] = Counter()
-    app.extensions["sandbox"] = {"org": org, "faults": faults, "counts": counts}
+    limits = {"all": rate_limit, "search": search_limit}
+    app.extensions["sandbox"] = {"org": org, "faults": faults, "counts": counts, "limits": limits}
 
     def resource_conversation(conversation_id: str) -> dict[str, Any]:
         conversation = org.conversations[conversation_id]
@@ -166,10 +170,13 @@ def create_sandbox(org: Org, rate_limit: int = 1000, search_limit: int = 100) ->
         windows[("all", window)] += 1
         if is_search:
             windows[("search", window)] += 1
+        rate_limit = limits["all"]
         over = windows[("all", window)] > rate_limit or (
-            is_search and windows[("search", window)] > search_limit
+            is_search and windows[("search", window)] > limits["search"]
         )
         if faults.burst_429 > 0 or over:
+            if faults.burst_429 > 0 and faults.reset_in is not None:
+                reset = str(int(time.time() + faults.reset_in))
             faults.burst_429 = max(0, faults.burst_429 - 1)
             response, status = simple_error(429, "too_many_requests", "Rate limit exceeded")
             response.headers.update(
@@ -553,6 +560,7 @@ def create_sandbox(org: Org, rate_limit: int = 1000, search_limit: int = 100) ->
         if body.get("clear"):
             faults.clear()
         faults.update(body)
+        limits.update({k: int(body[k]) for k in ("all", "search") if k in body})
         return jsonify(
             {
                 "fail": list(faults.fail),

@@ -1,0 +1,130 @@
+"""The connector against the Kustomer sandbox over real HTTP."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+
+from hub.helpdesk import BadCredentials
+from hub.helpdesk import MissingPermission
+from hub.helpdesk import ScanWindow
+from hub.helpdesk import Unavailable
+from surveyhub_kustomer.sandbox.org import EXCLUDED_TAG
+from surveyhub_kustomer.sandbox.org import ApiKey
+
+
+def window(sandbox, channels=("email",)) -> ScanWindow:
+    now = sandbox.org.now
+    return ScanWindow(
+        resolved_after=now - timedelta(days=30),
+        quiet_before=now - timedelta(hours=48),
+        channels=channels,
+    )
+
+
+def test_scan_finds_exactly_the_resolved_quiet_conversations(sandbox):
+    tickets = {t.id: t for t in sandbox.connector().scan(window(sandbox))}
+    seeded = sandbox.seeded
+    in_window = set(seeded.eligible) | {
+        cid
+        for cid, reason in seeded.skipped.items()
+        if reason in {"wrong channel", "excluded tag", "no email", "no human assignee"}
+    }
+    assert set(tickets) == in_window
+    for cid in seeded.eligible:
+        assert tickets[cid].requester_email.endswith("@example.com")
+        assert tickets[cid].channel == "email"
+        assert tickets[cid].assignee_id is not None
+    by_reason = {reason: tickets.get(cid) for cid, reason in seeded.skipped.items()}
+    assert by_reason["wrong channel"].channel == "chat"
+    assert by_reason["wrong channel"].requester_email is None  # not looked up
+    assert by_reason["excluded tag"].tags == (EXCLUDED_TAG,)
+    assert by_reason["no email"].requester_email is None
+    assert by_reason["no human assignee"].assignee_id is None
+    assert tickets[seeded.eligible[1]].requester_locale == "de"
+
+
+def test_scan_costs_pages_plus_one_request_per_customer(sandbox):
+    list(sandbox.connector().scan(window(sandbox)))
+    counts = sandbox.state()["requests"]
+    assert counts["POST /v1/customers/search"] == 1
+    # one customer per email conversation (6 eligible + tagged + no email + unassigned)
+    assert counts["GET /v1/customers/<customer_id>"] == 9
+
+
+def test_scan_pages_past_the_100_page_limit(sandbox):
+    org = sandbox.org
+    customer = org.add_customer("Busy Person", ["busy@example.com"])
+    for n in range(210):
+        org.add_conversation(customer, updated_ago=timedelta(hours=60, seconds=n))
+    sandbox.faults(search=1000)  # not this test's subject: Kustomer's 100 searches a minute
+    kustomer = sandbox.connector()
+    kustomer.page_size = 2  # 100 pages of 2 = 200 < 210 + the seeded ones
+    tickets = list(kustomer.scan(window(sandbox)))
+    ids = [t.id for t in tickets]
+    assert len(ids) == len(set(ids)) == 210 + 6 + 4
+    assert "GET /v1/customers/<customer_id>" in sandbox.state()["requests"]
+
+
+def test_write_back_creates_one_note_and_sets_the_attribute(sandbox):
+    conversation = sandbox.seeded.eligible[0]
+    kustomer = sandbox.connector()
+    note_id = kustomer.write_back(
+        conversation, "surveyhubNpsScoreNum", 9, "NPS 9/10 (promoter)", "sh:1", retry=False
+    )
+    state = sandbox.state()
+    assert [n["body"] for n in state["notes"][conversation]] == ["NPS 9/10 (promoter)"]
+    assert state["notes"][conversation][0]["externalId"] == "sh:1"
+    assert state["custom"][conversation] == {"surveyhubNpsScoreNum": 9}
+    assert note_id
+
+
+def test_retry_after_a_502_that_was_applied_creates_no_second_note(sandbox):
+    conversation = sandbox.seeded.eligible[0]
+    kustomer = sandbox.connector()
+    sandbox.faults(apply_then_fail=[502])
+    with pytest.raises(Unavailable):
+        kustomer.write_back(conversation, "surveyhubNpsScoreNum", 9, "NPS 9/10", "sh:7", False)
+    kustomer.write_back(conversation, "surveyhubNpsScoreNum", 9, "NPS 9/10", "sh:7", retry=True)
+    state = sandbox.state()
+    assert len(state["notes"][conversation]) == 1
+    assert state["custom"][conversation] == {"surveyhubNpsScoreNum": 9}
+
+
+def test_prepare_keeps_existing_attributes(sandbox):
+    kustomer = sandbox.connector()
+    kustomer.prepare("surveyhubNpsScoreNum", "NPS score")
+    kustomer.prepare("surveyhubNpsScoreNum", "NPS score")  # a second activation: no change
+    properties = sandbox.state()["metadata"]["conversation"]["properties"]
+    assert properties == {
+        "orderNumberStr": {"displayName": "Order number"},
+        "surveyhubNpsScoreNum": {"displayName": "NPS score"},
+    }
+
+
+def test_verify_reports_the_key(sandbox):
+    check = sandbox.connector().verify()
+    assert check.ok and check.key_name == "SurveyHub sandbox key"
+
+
+def test_wrong_key_and_wrong_pod_and_missing_role(sandbox):
+    with pytest.raises(BadCredentials, match="refused the API key"):
+        sandbox.connector(api_key="not-a-key").verify()
+    sandbox.org.keys["eu-key"] = ApiKey("eu-key", "EU", pod="prod2")
+    with pytest.raises(BadCredentials, match="another Kustomer region"):
+        sandbox.connector(api_key="eu-key").verify()
+    sandbox.org.keys["weak"] = ApiKey("weak", "Weak", roles=("org.permission.search.create",))
+    assert "org.permission.note.create" in sandbox.connector(api_key="weak").verify().missing_roles
+    with pytest.raises(MissingPermission, match="org.permission.note.create"):
+        sandbox.connector(api_key="weak").write_back(
+            sandbox.seeded.eligible[0], "xNum", 1, "n", "sh:9", False
+        )
+
+
+def test_scan_survives_5xx_and_a_429_burst(sandbox):
+    sandbox.faults(fail=[502, 503], burst_429=2, reset_in=1)
+    kustomer = sandbox.connector(sleep=lambda seconds: time.sleep(min(seconds, 1.5)))
+    tickets = list(kustomer.scan(window(sandbox)))
+    assert len(tickets) == 10
