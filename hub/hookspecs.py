@@ -40,3 +40,8 @@ def rating_received(rating):
 @hookspec
 def comment_received(rating):
     """A customer added or changed the comment on `rating` (committed)."""
+
+
+@hookspec
+def ticket_resolved(connection, event):
+    """A helpdesk webhook reports a resolved ticket (`event`: a `hub.helpdesk.TicketEvent`)."""

@@ -169,9 +169,14 @@ class Registry:
         """Tell plugins a comment was added or changed."""
         self._notify("comment_received", rating=rating)
 
+    def ticket_resolved(self, connection: Any, event: Any) -> None:
+        """Tell plugins (and the pipeline) a webhook reported a resolved ticket."""
+        self._notify("ticket_resolved", connection=connection, event=event)
+
     def _notify(self, hook_name: str, **kwargs: Any) -> None:
-        # The customer's answer is already committed; a failing plugin must not turn
-        # their thank-you page into an error, so each failure is logged and skipped.
+        # Events report what already happened (a committed answer, a received webhook);
+        # one failing plugin must not turn that into an error for the customer or the
+        # helpdesk, so each failure is logged and skipped.
         for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
             try:
                 impl.function(*[kwargs[name] for name in impl.argnames])

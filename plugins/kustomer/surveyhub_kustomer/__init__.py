@@ -7,3 +7,10 @@ from surveyhub_kustomer.connector import Kustomer
 @hookimpl
 def register_helpdesks():
     return [Kustomer]
+
+
+@hookimpl
+def register_blueprints():
+    from surveyhub_kustomer.webhooks import bp
+
+    return [bp]

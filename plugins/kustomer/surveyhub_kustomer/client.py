@@ -46,6 +46,11 @@ ROLES: dict[str, tuple[str, ...]] = {
     ),
     "metadata.update": ("org.permission.metadata.update", "org.admin.metadata.write"),
     "user.read": ("org.permission.user.read", "org.user.read", "org.user.user.read"),
+    "outbound_webhook": (
+        "org.permission.outbound_webhook.create",
+        "org.outbound_webhooks",
+        "org.admin.outbound_webhooks",
+    ),
 }
 #: What each need is for, in the sentence that names a missing role.
 PURPOSE = {
@@ -58,6 +63,7 @@ PURPOSE = {
     "metadata.read": "read the conversation attributes",
     "metadata.update": "define the score attribute",
     "user.read": "import agents",
+    "outbound_webhook": "receive Kustomer's webhooks (optional: polling works without)",
 }
 _BROAD = ("org.admin", "org.user")
 

@@ -290,3 +290,25 @@ class Kustomer(Helpdesk):
                 if (item.get("attributes") or {}).get("externalId") == note_id:
                     return item["id"]
         return None
+
+    # -- webhooks -------------------------------------------------------------------
+
+    def register_webhook(self, url: str) -> tuple[str, str]:
+        """Subscribe `url` to conversation updates; return (webhook id, signing token)."""
+        body = self.client.request(
+            "POST",
+            "/outbound-webhooks",
+            need="outbound_webhook",
+            json={
+                "name": "SurveyHub",
+                "url": url,
+                "events": ["kustomer.conversation.update"],
+            },
+            idempotent=False,
+        )
+        data = (body or {}).get("data") or {}
+        return data["id"], (data.get("attributes") or {})["token"]
+
+    def remove_webhook(self, webhook_id: str) -> None:
+        """Unsubscribe (e.g. when the connection is deleted)."""
+        self.client.request("DELETE", f"/outbound-webhooks/{webhook_id}", need="outbound_webhook")
