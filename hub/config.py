@@ -68,6 +68,7 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict[str, An
         "HUB_BASE_URL": (environ.get("HUB_BASE_URL") or "").rstrip("/"),
         "HUB_DISABLED_PLUGINS": _list(environ.get("HUB_DISABLED_PLUGINS")),
         "HUB_PLUGINS": _list(environ.get("HUB_PLUGINS")),
+        "HUB_ALLOWED_HELPDESK_URLS": _list(environ.get("HUB_ALLOWED_HELPDESK_URLS")),
         "HUB_SCHEDULER_TICK": _number(environ, "HUB_SCHEDULER_TICK", 5, float),
         "HUB_STOP_TIMEOUT": _number(environ, "HUB_STOP_TIMEOUT", 15, float),
         "HUB_LOG_LEVEL": environ.get("HUB_LOG_LEVEL") or "INFO",

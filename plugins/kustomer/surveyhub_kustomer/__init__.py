@@ -14,3 +14,10 @@ def register_blueprints():
     from surveyhub_kustomer.webhooks import bp
 
     return [bp]
+
+
+@hookimpl
+def register_commands(cli):
+    from surveyhub_kustomer.sandbox.cli import add_command
+
+    add_command(cli)
