@@ -38,7 +38,11 @@ def test_builtin_plugins_load_through_entry_points():
     assert set(registry.helpdesks) == {"kustomer"}
     names = {info.name: info for info in registry.plugins()}
     assert names["metrics"].distribution == "surveyhub-metrics"
-    assert names["kustomer"].hooks == ("register_helpdesks",)
+    assert names["kustomer"].hooks == (
+        "register_blueprints",
+        "register_commands",
+        "register_helpdesks",
+    )
 
 
 def test_blocked_plugin_is_not_loaded():
