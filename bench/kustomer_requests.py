@@ -45,7 +45,7 @@ def measure(conversations: int = 1000, customers: int = 150) -> dict[str, int]:
         )
         window = ScanWindow(
             resolved_after=org.now - timedelta(days=30),
-            quiet_before=org.now - timedelta(hours=48),
+            resolved_before=org.now - timedelta(hours=48),
             channels=("email",),
         )
         # The seed's own skip cases are in the window too; count what the scan returns.

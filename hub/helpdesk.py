@@ -90,18 +90,17 @@ class Agent:
 
 @dataclass(frozen=True)
 class ScanWindow:
-    """Which tickets a scan asks for.
-
-    Resolved at or after `resolved_after` (the survey's watermark minus an overlap) and
-    not updated after `quiet_before` (now minus the survey's delay).
+    """Which tickets a scan asks for: those last resolved within [resolved_after,
+    resolved_before], whatever their status now (the pipeline decides, and records
+    reopened or recently updated tickets as skipped).
     """
 
     resolved_after: datetime
-    quiet_before: datetime
-    statuses: tuple[str, ...] = ("done",)
-    #: Requester details are only looked up for tickets created through these channels
-    #: (None: all), since only those can be surveyed.
+    resolved_before: datetime
+    #: Requester details are looked up only for tickets that can still be surveyed:
+    #: created through one of `channels` and now in one of `statuses` (None: any).
     channels: tuple[str, ...] | None = None
+    statuses: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from tests.kustomer.payloads import token
 NOW = 1_800_000_000.0
 WINDOW = ScanWindow(
     resolved_after=datetime(2026, 10, 1, tzinfo=UTC),
-    quiet_before=datetime(2026, 11, 1, tzinfo=UTC),
+    resolved_before=datetime(2026, 11, 1, tzinfo=UTC),
     channels=("email",),
 )
 

@@ -15,43 +15,45 @@ from surveyhub_kustomer.sandbox.org import EXCLUDED_TAG
 from surveyhub_kustomer.sandbox.org import ApiKey
 
 
-def window(sandbox, channels=("email",)) -> ScanWindow:
+def window(sandbox, channels=("email",), statuses=None) -> ScanWindow:
     now = sandbox.org.now
     return ScanWindow(
         resolved_after=now - timedelta(days=30),
-        quiet_before=now - timedelta(hours=48),
+        resolved_before=now - timedelta(hours=48),
         channels=channels,
+        statuses=statuses,
     )
 
 
-def test_scan_finds_exactly_the_resolved_quiet_conversations(sandbox):
+def test_scan_finds_exactly_the_conversations_due(sandbox):
     tickets = {t.id: t for t in sandbox.connector().scan(window(sandbox))}
     seeded = sandbox.seeded
-    in_window = set(seeded.eligible) | {
-        cid
-        for cid, reason in seeded.skipped.items()
-        if reason in {"wrong channel", "excluded tag", "no email", "no human assignee"}
-    }
-    assert set(tickets) == in_window
+    assert set(tickets) == set(seeded.eligible) | set(seeded.skipped)  # not the one not due
     for cid in seeded.eligible:
         assert tickets[cid].requester_email.endswith("@example.com")
         assert tickets[cid].channel == "email"
+        assert tickets[cid].status == "done"
         assert tickets[cid].assignee_id is not None
-    by_reason = {reason: tickets.get(cid) for cid, reason in seeded.skipped.items()}
+    by_reason = {reason: tickets[cid] for cid, reason in seeded.skipped.items()}
     assert by_reason["wrong channel"].channel == "chat"
     assert by_reason["wrong channel"].requester_email is None  # not looked up
+    assert by_reason["not resolved"].status == "open"
     assert by_reason["excluded tag"].tags == (EXCLUDED_TAG,)
     assert by_reason["no email"].requester_email is None
     assert by_reason["no human assignee"].assignee_id is None
+    assert by_reason["cooldown"].requester_email == tickets[seeded.eligible[0]].requester_email
     assert tickets[seeded.eligible[1]].requester_locale == "de"
 
 
 def test_scan_costs_pages_plus_one_request_per_customer(sandbox):
-    list(sandbox.connector().scan(window(sandbox)))
+    due = window(sandbox, statuses=("done",))
+    tickets = list(sandbox.connector().scan(due))
     counts = sandbox.state()["requests"]
     assert counts["POST /v1/customers/search"] == 1
-    # one customer per email conversation (6 eligible + tagged + no email + unassigned)
-    assert counts["GET /v1/customers/<customer_id>"] == 9
+    looked_up = {
+        t.extra["customer_id"] for t in tickets if t.channel == "email" and t.status == "done"
+    }
+    assert counts["GET /v1/customers/<customer_id>"] == len(looked_up)
 
 
 def test_scan_pages_past_the_100_page_limit(sandbox):
@@ -64,7 +66,7 @@ def test_scan_pages_past_the_100_page_limit(sandbox):
     kustomer.page_size = 2  # 100 pages of 2 = 200 < 210 + the seeded ones
     tickets = list(kustomer.scan(window(sandbox)))
     ids = [t.id for t in tickets]
-    assert len(ids) == len(set(ids)) == 210 + 6 + 4
+    assert len(ids) == len(set(ids)) == 210 + 6 + len(sandbox.seeded.skipped)
     assert "GET /v1/customers/<customer_id>" in sandbox.state()["requests"]
 
 
@@ -127,4 +129,4 @@ def test_scan_survives_5xx_and_a_429_burst(sandbox):
     sandbox.faults(fail=[502, 503], burst_429=2, reset_in=1)
     kustomer = sandbox.connector(sleep=lambda seconds: time.sleep(min(seconds, 1.5)))
     tickets = list(kustomer.scan(window(sandbox)))
-    assert len(tickets) == 10
+    assert len(tickets) == 6 + len(sandbox.seeded.skipped)

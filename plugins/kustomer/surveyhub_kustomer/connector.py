@@ -135,9 +135,8 @@ class Kustomer(Helpdesk):
 
     def _search_body(self, window: ScanWindow, updated_from: str | None) -> dict[str, Any]:
         criteria: list[dict[str, Any]] = [
-            {"conversation_status": {"in": list(window.statuses)}},
             {"conversation_last_done_created_at": {"gte": iso(window.resolved_after)}},
-            {"conversation_updated_at": {"lte": iso(window.quiet_before)}},
+            {"conversation_last_done_created_at": {"lte": iso(window.resolved_before)}},
         ]
         if updated_from:
             criteria.append({"conversation_updated_at": {"gte": updated_from}})
@@ -148,9 +147,9 @@ class Kustomer(Helpdesk):
         }
 
     def scan(self, window: ScanWindow) -> Iterator[Ticket]:
-        """Stream resolved, quiet conversations by `updatedAt`, restarting by keyset
-        before Kustomer's page-100 limit; memory stays bounded (recent ids, an LRU of
-        customers)."""
+        """Stream conversations last resolved in the window, by `updatedAt`, restarting
+        by keyset before Kustomer's page-100 limit; memory stays bounded (recent ids, an
+        LRU of customers)."""
         customers: OrderedDict[str, dict[str, Any]] = OrderedDict()
         seen: set[str] = set()
         seen_order: deque[str] = deque()
@@ -170,7 +169,7 @@ class Kustomer(Helpdesk):
                     seen_order.append(conversation["id"])
                     if len(seen_order) > SEEN_IDS:
                         seen.discard(seen_order.popleft())
-                    yield self._ticket(conversation, window.channels, customers)
+                    yield self._ticket(conversation, window, customers)
                 url = (result.get("links") or {}).get("next")
                 page += 1
                 if url and page > LAST_PAGE:
@@ -194,7 +193,7 @@ class Kustomer(Helpdesk):
     def _ticket(
         self,
         conversation: dict[str, Any],
-        channels: tuple[str, ...] | None,
+        window: ScanWindow | None,
         customers: OrderedDict[str, dict[str, Any]],
     ) -> Ticket:
         attributes = conversation.get("attributes") or {}
@@ -205,14 +204,19 @@ class Kustomer(Helpdesk):
         customer_id = (
             ((conversation.get("relationships") or {}).get("customer") or {}).get("data") or {}
         ).get("id")
+        status = attributes.get("status") or ""
+        wanted = window is None or (
+            (window.channels is None or channel in window.channels)
+            and (window.statuses is None or status in window.statuses)
+        )
         customer: dict[str, Any] = {}
-        if customer_id and (channels is None or channel in channels):
+        if customer_id and wanted:
             customer = self._customer(customer_id, customers)
         emails = customer.get("emails") or []
         email = next((e.get("email") for e in emails if e.get("email")), None)
         return Ticket(
             id=conversation["id"],
-            status=attributes.get("status") or "",
+            status=status,
             channel=channel,
             created_at=parse_time(attributes.get("createdAt")),
             updated_at=parse_time(attributes.get("updatedAt")),

@@ -26,6 +26,7 @@ ALL_ROLES = (
     "org.permission.outbound_webhook.delete",
 )
 EXCLUDED_TAG = "5f0000000000000000000e01"  # the "no-survey" tag
+UNSUBSCRIBED = "unsubscribed@example.com"  # tests put this address on the suppression list
 
 
 def stamp(moment: datetime) -> str:
@@ -152,7 +153,7 @@ class Org:
 
 @dataclass
 class Seeded:
-    """Which seeded conversations a scan at the seed time must and must not find."""
+    """Which seeded conversations a 48-hour email survey must send to, and must skip."""
 
     org: Org
     api_key: str
@@ -165,8 +166,9 @@ def seed(
 ) -> Seeded:
     """A realistic org: resolved email conversations older than 48 h, plus ones to skip.
 
-    `skipped` maps each conversation that a 48-hour email survey must not send to, to
-    the reason the pipeline gives.
+    `skipped` maps each conversation that a 48-hour email NPS survey (with
+    `EXCLUDED_TAG` excluded and `UNSUBSCRIBED` unsubscribed) must skip, to the reason the
+    pipeline records. One more conversation, resolved 2 hours ago, is not due yet.
     """
     org = Org(now=now or datetime.now(UTC).replace(microsecond=0))
     org.keys[api_key] = ApiKey(api_key, "SurveyHub sandbox key")
@@ -191,24 +193,54 @@ def seed(
             )
         )
     skipped = {}
-    other = org.add_customer("Chat Person", ["chat@example.com"])
-    skipped[org.add_conversation(other, channel="chat", assignee=agent)] = "wrong channel"
-    reopened = org.add_customer("Reopened Person", ["reopened@example.com"])
-    skipped[org.add_conversation(reopened, status="open", assignee=agent, reopened=True)] = (
-        "not resolved"
-    )
-    recent = org.add_customer("Recent Person", ["recent@example.com"])
+
+    def person(name: str, emails: list[str]) -> str:
+        return org.add_customer(name, emails)
+
+    skipped[
+        org.add_conversation(person("Chat", ["chat@example.com"]), channel="chat", assignee=agent)
+    ] = "wrong channel"
     skipped[
         org.add_conversation(
-            recent, assignee=agent, updated_ago=timedelta(hours=1), resolved_ago=timedelta(hours=1)
+            person("Reopened", ["reopened@example.com"]),
+            status="open",
+            assignee=agent,
+            reopened=True,
+        )
+    ] = "not resolved"
+    skipped[
+        org.add_conversation(
+            person("Recent", ["recent@example.com"]), assignee=agent, updated_ago=timedelta(hours=1)
         )
     ] = "updated within the delay"
-    tagged = org.add_customer("Tagged Person", ["tagged@example.com"])
-    skipped[org.add_conversation(tagged, assignee=agent, tags=(EXCLUDED_TAG,))] = "excluded tag"
-    nobody = org.add_customer("No Email Person", [])
-    skipped[org.add_conversation(nobody, assignee=agent)] = "no email"
-    unassigned = org.add_customer("Unassigned Person", ["unassigned@example.com"])
-    skipped[org.add_conversation(unassigned)] = "no human assignee"
-    snoozed = org.add_customer("Snoozed Person", ["snoozed@example.com"])
-    skipped[org.add_conversation(snoozed, status="snoozed", assignee=agent)] = "not resolved"
+    skipped[
+        org.add_conversation(
+            person("Tagged", ["tagged@example.com"]), assignee=agent, tags=(EXCLUDED_TAG,)
+        )
+    ] = "excluded tag"
+    skipped[org.add_conversation(person("No Email", []), assignee=agent)] = "no email"
+    skipped[org.add_conversation(person("Unassigned", ["unassigned@example.com"]))] = (
+        "no human assignee"
+    )
+    skipped[org.add_conversation(person("Unsubscribed", [UNSUBSCRIBED]), assignee=agent)] = (
+        "unsubscribed"
+    )
+    if ids:
+        # The first eligible customer again, a little later: inside the NPS cooldown.
+        again = org.conversations[ids[0]]["customer_id"]
+        skipped[
+            org.add_conversation(
+                again,
+                assignee=agent,
+                updated_ago=timedelta(hours=49),
+                resolved_ago=timedelta(hours=49),
+            )
+        ] = "cooldown"
+    # Resolved too recently to be due yet: not scanned at all.
+    org.add_conversation(
+        person("Not Due", ["notdue@example.com"]),
+        assignee=agent,
+        updated_ago=timedelta(hours=2),
+        resolved_ago=timedelta(hours=2),
+    )
     return Seeded(org=org, api_key=api_key, eligible=ids, skipped=skipped)
