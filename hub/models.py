@@ -85,6 +85,7 @@ class DeliveryState(StrEnum):
 
 class WriteBackState(StrEnum):
     PENDING = "pending"
+    RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
 
@@ -167,6 +168,10 @@ class Survey(TimestampMixin, db.Model):
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     watermark: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_scan_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_scan_error: Mapped[str] = mapped_column(Text, default="")
+    # A webhook asks for a scan at this time (resolution + delay); polling is the backstop.
+    scan_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     connection: Mapped[Connection] = relationship(back_populates="surveys")
 
@@ -190,6 +195,10 @@ class Delivery(TimestampMixin, db.Model):
     error: Mapped[str] = mapped_column(Text, default="")
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     survey: Mapped[Survey] = relationship()
 
@@ -235,6 +244,7 @@ class WriteBack(TimestampMixin, db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     rating_id: Mapped[int] = mapped_column(ForeignKey("ratings.id"))
+    kind: Mapped[str] = mapped_column(String(20), default="score")
     state: Mapped[str] = mapped_column(String(20), default=WriteBackState.PENDING.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
