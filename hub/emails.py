@@ -105,7 +105,7 @@ def email_context(survey: Survey, recipient: Recipient) -> dict[str, Any]:
     }
 
 
-def build_email(survey: Survey, recipient: Recipient) -> EmailMessage:
+def build_email(survey: Survey, recipient: Recipient, reminder: bool = False) -> EmailMessage:
     """The multipart (plain text + HTML) survey email for one recipient."""
     metric = metric_of(survey)
     settings = effective_settings(metric, survey.settings or {})
@@ -113,6 +113,8 @@ def build_email(survey: Survey, recipient: Recipient) -> EmailMessage:
     with force_locale(locale):
         context = email_context(survey, recipient)
         context["locale"] = locale
+        if reminder:
+            context["subject"] = gettext("Reminder: %(subject)s", subject=context["subject"])
         text = render_template("email/survey.txt", **context)
         html = render_template("email/survey.html", **context)
     mail_from = current_app.config["MAIL_FROM"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from typing import ClassVar
 from flask import Flask
 from flask import current_app
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue
 from rq import Worker
 from rq import get_current_job
@@ -44,6 +46,33 @@ def get_queue(name: str = "default", app: Flask | None = None) -> Queue:
 def enqueue(func: Callable[..., Any], *args: Any, queue: str = "default", **kwargs: Any) -> Job:
     """Put `func(*args, **kwargs)` on a queue; RQ options such as `job_id` pass through."""
     return get_queue(queue).enqueue(func, *args, **kwargs)
+
+
+def enqueue_once(
+    func: Callable[..., Any], marker: str, *args: Any, ttl: int = 300, queue: str = "default"
+) -> bool:
+    """Enqueue `func(*args)` unless it was enqueued under `marker` within `ttl` seconds.
+
+    The database row the job works on is the real guard against doing work twice (jobs
+    claim their row); the marker only keeps the queue from filling with copies. When
+    Redis is away nothing is enqueued and False is returned: the reconciler enqueues the
+    work again from the database once Redis is back.
+    """
+    try:
+        connection = redis_connection()
+        if not connection.set(f"surveyhub:enqueued:{marker}", 1, nx=True, ex=ttl):
+            return False
+        get_queue(queue).enqueue(func, *args)
+        return True
+    except RedisError as exc:
+        logging.getLogger(__name__).warning("Could not enqueue %s: %s", marker, exc)
+        return False
+
+
+def forget_enqueued(marker: str) -> None:
+    """Allow `marker`'s job to be enqueued again at once (it finished or will retry)."""
+    with contextlib.suppress(RedisError):
+        redis_connection().delete(f"surveyhub:enqueued:{marker}")
 
 
 class HubJob(Job):

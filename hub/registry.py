@@ -68,6 +68,10 @@ class Registry:
         pm.add_hookspecs(hookspecs)
         blocked = set(disabled)
         distributions: dict[str, Distribution] = {}
+        # The pipeline listens to the hub's events through the same hooks as any plugin.
+        from hub.pipeline import events
+
+        _register(pm, events, "hub.pipeline")
         for plugin in extra:
             module = _load_module(plugin) if isinstance(plugin, str) else plugin
             name = getattr(module, "__name__", None) or repr(module)

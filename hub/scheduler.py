@@ -23,8 +23,20 @@ from hub.registry import PluginError
 
 log = logging.getLogger(__name__)
 
-#: The hub's own periodic jobs; plugins add theirs through `register_periodic_jobs`.
-PERIODIC_JOBS: tuple[PeriodicJob, ...] = (PeriodicJob("heartbeat", heartbeat, interval=60),)
+
+def hub_periodic_jobs(app: Flask) -> list[PeriodicJob]:
+    """The hub's own periodic jobs; plugins add theirs through `register_periodic_jobs`."""
+    from hub.pipeline.recovery import reconcile
+    from hub.pipeline.recovery import scan_active_surveys
+    from hub.pipeline.reminders import send_reminders
+
+    return [
+        PeriodicJob("heartbeat", heartbeat, interval=60),
+        PeriodicJob("scan-surveys", scan_active_surveys, app.config["HUB_SCAN_INTERVAL"]),
+        PeriodicJob("reconcile", reconcile, app.config["HUB_RECONCILE_INTERVAL"]),
+        PeriodicJob("reminders", send_reminders, interval=600),
+    ]
+
 
 LEADER_KEY = "surveyhub:scheduler:leader"
 LAST_RUN_KEY = "surveyhub:scheduler:last-run"
@@ -47,7 +59,7 @@ return 0
 
 def periodic_jobs(app: Flask) -> list[PeriodicJob]:
     """The hub's table plus every plugin's periodic jobs (on queues workers listen to)."""
-    jobs = [*PERIODIC_JOBS, *app.extensions["hub"].registry.periodic_jobs()]
+    jobs = [*hub_periodic_jobs(app), *app.extensions["hub"].registry.periodic_jobs()]
     for job in jobs:
         if job.queue not in QUEUES:
             raise PluginError(
@@ -128,4 +140,4 @@ class Scheduler:
                 self.release()
 
 
-__all__ = ["PERIODIC_JOBS", "Scheduler", "periodic_jobs"]
+__all__ = ["Scheduler", "hub_periodic_jobs", "periodic_jobs"]

@@ -101,42 +101,90 @@ def test_agents_follow_relative_next_links_and_skip_machines_and_deleted(kustome
     assert [a.name for a in kustomer.agents()] == ["Ann", "Bob"]
 
 
-@responses.activate
-def test_scan_restarts_by_keyset_before_page_101(kustomer):
-    """Search stops at page 100; the scan re-queries from the last updatedAt instead."""
-    bodies = []
+class SearchIndex:
+    """Kustomer's search over a list of conversations: `gte` on updatedAt, sorted, paged."""
 
-    def search(request):
+    def __init__(self, conversations):
+        self.conversations = conversations
+        self.pages = []
+
+    def __call__(self, request):
         body = json.loads(request.body)
-        bodies.append(body)
-        page = int(request.params["page"])
-        restarted = any("gte" in c.get("conversation_updated_at", {}) for c in body["and"])
-        if not restarted:
-            stamp = f"2026-10-10T00:{page // 60:02d}:{page % 60:02d}.000Z"
-            items = [conversation(f"a{page}", stamp, customer_id=f"c{page % 3}")]
-            return 200, {}, json.dumps(search_page(items, page, page + 1))
-        # The boundary conversation comes again (gte), then two new ones, then the end.
-        items = [
-            conversation("a100", "2026-10-10T00:01:40.000Z", customer_id="c1"),
-            conversation("b1", "2026-10-10T00:01:40.000Z", customer_id="c1"),
-            conversation("b2", "2026-10-11T00:00:00.000Z", customer_id="c2"),
-        ]
-        return 200, {}, json.dumps(search_page(items, page, None))
+        page, size = int(request.params["page"]), int(request.params["pageSize"])
+        self.pages.append(page)
+        if page > 100:
+            return 400, {}, json.dumps({"errors": [{"code": "bad_request", "message": "page"}]})
+        floor = next(
+            (
+                c["conversation_updated_at"]["gte"]
+                for c in body["and"]
+                if "gte" in c.get("conversation_updated_at", {})
+            ),
+            "",
+        )
+        found = sorted(
+            (c for c in self.conversations if c["attributes"]["updatedAt"] >= floor),
+            key=lambda c: (c["attributes"]["updatedAt"], c["id"]),
+        )
+        chunk = found[(page - 1) * size : page * size]
+        more = page * size < len(found)
+        return 200, {}, json.dumps(search_page(chunk, page, page + 1 if more else None))
 
-    responses.add_callback(responses.POST, f"{BASE}/customers/search", callback=search)
-    for n in range(3):
-        responses.get(f"{BASE}/customers/c{n}", json=customer(f"c{n}", [f"c{n}@example.com"]))
+
+def stamp(n: int) -> str:
+    return f"2026-10-10T{n // 3600:02d}:{n // 60 % 60:02d}:{n % 60:02d}.000Z"
+
+
+@responses.activate
+def test_scan_pages_by_keyset_and_never_reaches_page_101(kustomer):
+    # 12,000 conversations: more than Kustomer's 100 pages of 100.
+    index = SearchIndex([conversation(f"a{n}", stamp(n), customer_id="c1") for n in range(12_000)])
+    responses.add_callback(responses.POST, f"{BASE}/customers/search", callback=index)
+    responses.get(f"{BASE}/customers/c1", json=customer("c1", ["c1@example.com"]))
+    ids = [t.id for t in kustomer.scan(WINDOW)]
+    assert ids == [f"a{n}" for n in range(12_000)]
+    assert max(index.pages) == 1  # every page is the first page of a keyset query
+    assert len(index.pages) <= 12_000 // 99 + 1  # about N / pageSize searches
+    customer_calls = [c for c in responses.calls if "/customers/c1" in c.request.url]
+    assert len(customer_calls) == 1  # one per distinct customer, cached for the scan
+
+
+@responses.activate
+def test_a_conversation_updated_during_the_scan_skips_nothing(kustomer):
+    conversations = [conversation(f"a{n}", stamp(n)) for n in range(250)]
+    index = SearchIndex(conversations)
+    responses.add_callback(responses.POST, f"{BASE}/customers/search", callback=index)
+    responses.get(f"{BASE}/customers/c1", json=customer("c1", ["c1@example.com"]))
+    found = []
+    for ticket in kustomer.scan(WINDOW):
+        found.append(ticket.id)
+        if ticket.id == "a10":  # an agent edits an early conversation mid-scan
+            conversations[3]["attributes"]["updatedAt"] = stamp(10_000)
+    assert sorted(found, key=lambda i: int(i[1:])) == [f"a{n}" for n in range(250)]
+
+
+@responses.activate
+def test_many_conversations_sharing_one_timestamp_are_paged_through(kustomer):
+    same = "2026-10-10T00:00:00.000Z"
+    index = SearchIndex([conversation(f"s{n:03d}", same) for n in range(250)])
+    responses.add_callback(responses.POST, f"{BASE}/customers/search", callback=index)
+    responses.get(f"{BASE}/customers/c1", json=customer("c1", ["c1@example.com"]))
+    assert len({t.id for t in kustomer.scan(WINDOW)}) == 250
+    assert index.pages == [1, 1, 2, 3]  # the keyset query, then its pages
+
+
+@responses.activate
+def test_a_deleted_customer_does_not_stop_the_scan(kustomer):
+    items = [conversation("x1", customer_id="gone"), conversation("x2", customer_id="c2")]
+    responses.post(f"{BASE}/customers/search", json=search_page(items, 1, None))
+    responses.get(
+        f"{BASE}/customers/gone",
+        status=404,
+        json={"errors": [{"code": "not_found", "message": "Customer not found"}]},
+    )
+    responses.get(f"{BASE}/customers/c2", json=customer("c2", ["c2@example.com"]))
     tickets = list(kustomer.scan(WINDOW))
-    ids = [t.id for t in tickets]
-    assert ids == [f"a{n}" for n in range(1, 101)] + ["b1", "b2"]
-    pages = [
-        call.request.params["page"] for call in responses.calls if "search" in call.request.url
-    ]
-    assert "101" not in pages and pages.count("1") == 2
-    assert bodies[-1]["and"][-1] == {"conversation_updated_at": {"gte": "2026-10-10T00:01:40.000Z"}}
-    assert bodies[0]["sort"] == [{"conversation_updated_at": "asc"}]
-    customer_calls = [c for c in responses.calls if "/customers/c" in c.request.url]
-    assert len(customer_calls) == 3  # one per distinct customer, cached for the scan
+    assert [(t.id, t.requester_email) for t in tickets] == [("x1", None), ("x2", "c2@example.com")]
 
 
 @responses.activate
@@ -306,6 +354,7 @@ def test_bad_key(kustomer):
 @responses.activate
 def test_verify_lists_missing_roles_and_warns_about_expiry(kustomer):
     roles = [
+        "org.permission.note.read",
         "org.permission.search.create",
         "org.user.conversation.read",
         "org.permission.conversation.update",
@@ -315,7 +364,10 @@ def test_verify_lists_missing_roles_and_warns_about_expiry(kustomer):
     ]
     responses.get(f"{BASE}/auth/tokens/current", json=token(roles, "2027-01-31T00:00:00.000Z"))
     check = kustomer.verify()
-    assert check.missing_roles == ("org.permission.metadata.update", "org.permission.user.read")
+    assert check.missing_roles == (
+        "org.permission.metadata.update (or org.admin.metadata.write)",
+        "org.permission.user.read (or org.user.user.read)",
+    )
     assert not check.ok
     assert check.key_name == "SurveyHub"
     assert check.account == "acme.kustomerapp.com"

@@ -118,7 +118,8 @@ def test_wrong_key_and_wrong_pod_and_missing_role(sandbox):
     with pytest.raises(BadCredentials, match="another Kustomer region"):
         sandbox.connector(api_key="eu-key").verify()
     sandbox.org.keys["weak"] = ApiKey("weak", "Weak", roles=("org.permission.search.create",))
-    assert "org.permission.note.create" in sandbox.connector(api_key="weak").verify().missing_roles
+    missing = sandbox.connector(api_key="weak").verify().missing_roles
+    assert any(role.startswith("org.permission.note.create") for role in missing)
     with pytest.raises(MissingPermission, match="org.permission.note.create"):
         sandbox.connector(api_key="weak").write_back(
             sandbox.seeded.eligible[0], "xNum", 1, "n", "sh:9", False

@@ -17,8 +17,10 @@ from hub.helpdesk import Agent
 from hub.helpdesk import ConnectionCheck
 from hub.helpdesk import Helpdesk
 from hub.helpdesk import HelpdeskContext
+from hub.helpdesk import NotFound
 from hub.helpdesk import ScanWindow
 from hub.helpdesk import Ticket
+from hub.helpdesk import Unavailable
 from surveyhub_kustomer.client import ROLES
 from surveyhub_kustomer.client import KustomerClient
 from surveyhub_kustomer.client import has_role
@@ -32,6 +34,7 @@ PAGE_SIZE = 100
 LAST_PAGE = 100
 #: Calls the hub makes, so a key without them is refused before it is saved.
 REQUIRED = (
+    "note.read",  # a retried write-back looks for its earlier note first
     "search",
     "conversation.read",
     "conversation.update",
@@ -103,16 +106,11 @@ class Kustomer(Helpdesk):
                 f"This key expires on {expires[:10]}; surveys stop then. Create a key with "
                 "no expiration, as the set-up guide asks."
             )
-        if not has_role(roles, "note.read"):
-            warnings.append(
-                "Without a note-reading role a retried write-back cannot check for an "
-                f"earlier note first; add {ROLES['note.read'][0]}."
-            )
         host = self.base_url.split("://", 1)[1].split("/", 1)[0]
         return ConnectionCheck(
             account=host.replace(".api.", "."),
             key_name=attributes.get("name") or f"…{attributes.get('lastTokenChars', '')}",
-            missing_roles=tuple(ROLES[need][0] for need in missing),
+            missing_roles=tuple(f"{ROLES[need][0]} (or {ROLES[need][-1]})" for need in missing),
             warnings=tuple(warnings),
         )
 
@@ -147,44 +145,44 @@ class Kustomer(Helpdesk):
         }
 
     def scan(self, window: ScanWindow) -> Iterator[Ticket]:
-        """Stream conversations last resolved in the window, by `updatedAt`, restarting
-        by keyset before Kustomer's page-100 limit; memory stays bounded (recent ids, an
-        LRU of customers)."""
+        """Stream conversations last resolved in the window, oldest `updatedAt` first.
+
+        Paging is by keyset: after each page the search is asked again from the last
+        `updatedAt` seen (`gte`), dropping the repeats. Offsets would skip a conversation
+        whenever one already returned is updated during the scan, and Kustomer's search
+        stops at page 100. Page numbers are used only while a whole page shares one
+        timestamp. Memory stays bounded: a window of recent ids and an LRU of customers.
+        """
         customers: OrderedDict[str, dict[str, Any]] = OrderedDict()
         seen: set[str] = set()
         seen_order: deque[str] = deque()
         updated_from: str | None = None
+        page = 1
         while True:
+            url = f"/customers/search?page={page}&pageSize={self.page_size}"
             body = self._search_body(window, updated_from)
-            url: str | None = f"/customers/search?page=1&pageSize={self.page_size}"
-            page, last_updated, restart = 1, None, False
-            while url:
-                result = self.client.request("POST", url, need="search", json=body, search=True)
-                result = result or {}
-                for conversation in result.get("data") or ():
-                    last_updated = (conversation.get("attributes") or {}).get("updatedAt")
-                    if conversation["id"] in seen:
-                        continue
-                    seen.add(conversation["id"])
-                    seen_order.append(conversation["id"])
-                    if len(seen_order) > SEEN_IDS:
-                        seen.discard(seen_order.popleft())
-                    yield self._ticket(conversation, window, customers)
-                url = (result.get("links") or {}).get("next")
-                page += 1
-                if url and page > LAST_PAGE:
-                    restart = True
-                    break
-            if not restart:
+            result = self.client.request("POST", url, need="search", json=body, search=True) or {}
+            last_updated = None
+            for conversation in result.get("data") or ():
+                last_updated = (conversation.get("attributes") or {}).get("updatedAt")
+                if conversation["id"] in seen:
+                    continue
+                seen.add(conversation["id"])
+                seen_order.append(conversation["id"])
+                if len(seen_order) > SEEN_IDS:
+                    seen.discard(seen_order.popleft())
+                yield self._ticket(conversation, window, customers)
+            if not (result.get("links") or {}).get("next"):
                 return
-            if last_updated is None or last_updated == updated_from:
-                log.warning(
-                    "Kustomer scan: more than %s conversations share updatedAt %s",
-                    self.page_size * LAST_PAGE,
-                    last_updated,
+            if last_updated is not None and last_updated != updated_from:
+                updated_from, page = last_updated, 1
+                continue
+            page += 1  # a whole page shares one timestamp: step through it
+            if page > LAST_PAGE:
+                raise Unavailable(
+                    f"More than {self.page_size * LAST_PAGE} Kustomer conversations share "
+                    f"the update time {updated_from}; the scan cannot page past them."
                 )
-                return
-            updated_from = last_updated  # `gte`: the boundary's ids are in `seen`
 
     def fetch_ticket(self, ticket_id: str) -> Ticket:
         body = self.client.request("GET", f"/conversations/{ticket_id}", need="conversation.read")
@@ -235,8 +233,15 @@ class Kustomer(Helpdesk):
         if customer_id in cache:
             cache.move_to_end(customer_id)
             return cache[customer_id]
-        body = self.client.request("GET", f"/customers/{customer_id}", need="customer.read")
-        attributes = ((body or {}).get("data") or {}).get("attributes") or {}
+        try:
+            body = self.client.request("GET", f"/customers/{customer_id}", need="customer.read")
+        except NotFound:
+            # A deleted or merged customer: the ticket has no requester to survey, and
+            # the rest of the scan goes on.
+            body = None
+        full = ((body or {}).get("data") or {}).get("attributes") or {}
+        # Keep only what a ticket needs: the cache may hold thousands of customers.
+        attributes = {key: full.get(key) for key in ("emails", "name", "displayName", "locale")}
         cache[customer_id] = attributes
         if len(cache) > CUSTOMER_CACHE:
             cache.popitem(last=False)
@@ -247,14 +252,15 @@ class Kustomer(Helpdesk):
     def prepare(self, attribute_name: str, title: str) -> None:
         """Define the attribute with a read-merge-write, keeping every other attribute."""
         body = self.client.request("GET", "/metadata/conversation", need="metadata.read") or {}
-        data = body.get("data") or {}
-        properties = dict((data.get("attributes") or {}).get("properties") or {})
+        document = dict((body.get("data") or {}).get("attributes") or {})
+        properties = dict(document.get("properties") or {})
         if attribute_name in properties:
             return
         properties[attribute_name] = {"displayName": title}
-        self.client.request(
-            "PUT", "/metadata/conversation", need="metadata.update", json={"properties": properties}
-        )
+        # Send back everything that was read (standardProperties, validations, …), in
+        # case the PUT replaces the whole document rather than merging.
+        document["properties"] = properties
+        self.client.request("PUT", "/metadata/conversation", need="metadata.update", json=document)
 
     def write_back(
         self,

@@ -1,0 +1,41 @@
+"""The pipeline's own hook implementations: it listens to the hub's events like any plugin."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from hub import hookimpl
+from hub.emails import metric_of
+from hub.extensions import db
+from hub.models import Survey
+from hub.pipeline.writeback import queue_write_back
+from hub.surveys import effective_settings
+
+
+@hookimpl
+def rating_received(rating):
+    queue_write_back(rating, "score")
+
+
+@hookimpl
+def comment_received(rating):
+    if rating.comment:
+        queue_write_back(rating, "comment")
+
+
+@hookimpl
+def ticket_resolved(connection, event):
+    """Ask for a scan when the ticket becomes due; the reconciler starts it then."""
+    if event.resolved_at is None:
+        return
+    surveys = db.session.execute(
+        select(Survey).where(Survey.connection_id == connection.id, Survey.active.is_(True))
+    ).scalars()
+    for survey in surveys:
+        settings = effective_settings(metric_of(survey), survey.settings or {})
+        due = event.resolved_at + timedelta(hours=settings["delay_hours"], minutes=1)
+        if survey.scan_due_at is None or due < survey.scan_due_at:
+            survey.scan_due_at = due
+    db.session.commit()

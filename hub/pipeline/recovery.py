@@ -1,0 +1,109 @@
+"""The periodic jobs that keep the pipeline moving: scanning and the reconciler.
+
+The reconciler re-derives outstanding work from the database alone, so a restarted or
+flushed Redis, or a killed worker, loses nothing: pending deliveries and write-backs are
+enqueued again, and rows stuck in `sending` become `unknown` (never resent by
+themselves, since the email may have gone out).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import or_
+from sqlalchemy import select
+from sqlalchemy import update
+
+from hub.extensions import db
+from hub.jobs import enqueue_once
+from hub.models import Delivery
+from hub.models import DeliveryState
+from hub.models import Survey
+from hub.models import WriteBack
+from hub.models import WriteBackState
+from hub.models import utcnow
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+def scan_active_surveys() -> int:
+    """Enqueue one scan per active survey; return how many were enqueued."""
+    from hub.pipeline.scan import scan_survey
+
+    ids = db.session.execute(select(Survey.id).where(Survey.active.is_(True))).scalars().all()
+    return sum(enqueue_once(scan_survey, f"scan:{survey_id}", survey_id) for survey_id in ids)
+
+
+def reconcile() -> dict[str, int]:
+    """Repair and re-enqueue outstanding work from the database; return what it did."""
+    from hub.pipeline.scan import scan_survey
+    from hub.pipeline.send import send_delivery
+    from hub.pipeline.writeback import run_write_back
+
+    now = utcnow()
+    timeout = timedelta(seconds=current_app.config["HUB_SENDING_TIMEOUT"])
+    done: dict[str, int] = {}
+
+    stuck = db.session.execute(
+        update(Delivery)
+        .where(Delivery.state == DeliveryState.SENDING.value, Delivery.updated_at < now - timeout)
+        .values(
+            state=DeliveryState.UNKNOWN.value,
+            error="Sending was interrupted; the email may or may not have been delivered, "
+            "so it is not sent again automatically.",
+            updated_at=now,
+        )
+    )
+    released = db.session.execute(
+        update(WriteBack)
+        .where(
+            WriteBack.state == WriteBackState.RUNNING.value, WriteBack.updated_at < now - timeout
+        )
+        .values(state=WriteBackState.PENDING.value, updated_at=now)
+    )
+    db.session.commit()
+    done["sending_to_unknown"] = stuck.rowcount
+    done["write_backs_released"] = released.rowcount
+
+    due_deliveries = db.session.execute(
+        select(Delivery.id)
+        .join(Survey, Survey.id == Delivery.survey_id)
+        .where(
+            Survey.active.is_(True),
+            Delivery.state == DeliveryState.PENDING.value,
+            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+        )
+        .limit(BATCH)
+    ).scalars()
+    done["sends"] = sum(
+        enqueue_once(send_delivery, f"send:{delivery_id}", delivery_id)
+        for delivery_id in due_deliveries
+    )
+    due_write_backs = db.session.execute(
+        select(WriteBack.id)
+        .where(
+            WriteBack.state == WriteBackState.PENDING.value,
+            or_(WriteBack.next_attempt_at.is_(None), WriteBack.next_attempt_at <= now),
+        )
+        .limit(BATCH)
+    ).scalars()
+    done["write_backs"] = sum(
+        enqueue_once(run_write_back, f"write-back:{wb_id}", wb_id) for wb_id in due_write_backs
+    )
+    due_scans = (
+        db.session.execute(select(Survey).where(Survey.active.is_(True), Survey.scan_due_at <= now))
+        .scalars()
+        .all()
+    )
+    for survey in due_scans:
+        survey.scan_due_at = None
+        enqueue_once(scan_survey, f"scan:{survey.id}", survey.id)
+    db.session.commit()
+    done["scans"] = len(due_scans)
+    if any(done.values()):
+        log.info("Reconciled: %s", done)
+    return done

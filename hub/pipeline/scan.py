@@ -1,0 +1,167 @@
+"""Scanning: ask the helpdesk for tickets that are due, decide each, record a delivery."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import timedelta
+
+from redis.exceptions import RedisError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from hub.connections import open_helpdesk
+from hub.emails import metric_of
+from hub.extensions import db
+from hub.helpdesk import ScanWindow
+from hub.helpdesk import Ticket
+from hub.jobs import enqueue_once
+from hub.jobs import redis_connection
+from hub.models import Delivery
+from hub.models import DeliveryState
+from hub.models import Survey
+from hub.models import utcnow
+from hub.pipeline.decide import ALREADY_SURVEYED
+from hub.pipeline.decide import skip_reason
+from hub.suppressions import normalise_email
+from hub.surveys import effective_settings
+
+log = logging.getLogger(__name__)
+
+#: Re-read this much before the watermark: search indexes lag a little behind writes.
+OVERLAP = timedelta(hours=1)
+#: A scan holds its survey's lock at most this long (a killed worker's lock expires).
+SCAN_LOCK_SECONDS = 30 * 60
+COMMIT_EVERY = 100
+
+
+@dataclass
+class ScanReport:
+    """What one scan did (or, in a dry run, would do)."""
+
+    survey_id: int
+    seen: int = 0
+    pending: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    already: int = 0
+    locked: bool = False
+
+
+Decision = Callable[[Ticket, str | None], None]
+
+
+def _window(survey: Survey, settings: dict, now) -> ScanWindow:
+    resolved_after = (survey.watermark or survey.activated_at or now) - OVERLAP
+    return ScanWindow(
+        resolved_after=resolved_after,
+        resolved_before=now - timedelta(hours=settings["delay_hours"]),
+        channels=tuple(settings["channels"]),
+        statuses=tuple(settings["resolved_statuses"]),
+    )
+
+
+def _has_delivery(survey_id: int, ticket_id: str) -> bool:
+    query = select(Delivery.id).where(
+        Delivery.survey_id == survey_id, Delivery.ticket_id == ticket_id
+    )
+    return db.session.execute(query).first() is not None
+
+
+def scan_survey(
+    survey_id: int, dry_run: bool = False, on_decision: Decision | None = None
+) -> ScanReport:
+    """Scan one survey's helpdesk and record a `Delivery` per new ticket that is due.
+
+    A dry run decides the same way and reports through `on_decision`, writing nothing.
+    Pending deliveries are handed to `send_delivery` jobs; the watermark advances only
+    after a complete scan, so an interrupted one is simply repeated.
+    """
+    report = ScanReport(survey_id)
+    survey = db.session.get(Survey, survey_id)
+    if survey is None or not (survey.active or dry_run):
+        return report
+    lock = f"surveyhub:scan-lock:{survey_id}"
+    if not dry_run and not _lock(lock):
+        report.locked = True
+        return report
+    try:
+        _scan(survey, report, dry_run, on_decision)
+    except Exception as exc:
+        if not dry_run:
+            db.session.rollback()
+            survey.last_scan_error = str(exc)
+            db.session.commit()
+        raise
+    finally:
+        if not dry_run:
+            _unlock(lock)
+    return report
+
+
+def _scan(survey: Survey, report: ScanReport, dry_run: bool, on_decision) -> None:
+    from hub.pipeline.send import send_delivery
+
+    now = utcnow()
+    settings = effective_settings(metric_of(survey), survey.settings or {})
+    window = _window(survey, settings, now)
+    created: list[int] = []
+    for ticket in open_helpdesk(survey.connection).scan(window):
+        report.seen += 1
+        if _has_delivery(survey.id, ticket.id):
+            report.already += 1
+            if on_decision:
+                on_decision(ticket, ALREADY_SURVEYED)
+            continue
+        reason = skip_reason(ticket, survey.id, settings, now)
+        if on_decision:
+            on_decision(ticket, reason)
+        if reason:
+            report.skipped[reason] = report.skipped.get(reason, 0) + 1
+        else:
+            report.pending += 1
+        if dry_run:
+            continue
+        delivery = Delivery(
+            survey_id=survey.id,
+            ticket_id=ticket.id,
+            requester_email=normalise_email(ticket.requester_email or "") or None,
+            requester_name=ticket.requester_name,
+            locale=ticket.requester_locale,
+            agent_ref=ticket.assignee_id,
+            resolved_at=ticket.resolved_at,
+            state=DeliveryState.SKIPPED.value if reason else DeliveryState.PENDING.value,
+            skip_reason=reason,
+        )
+        try:
+            with db.session.begin_nested():
+                db.session.add(delivery)  # flushed, so the next ticket's cooldown sees it
+        except IntegrityError:
+            report.already += 1  # an overlapping scan recorded it first
+            continue
+        if not reason:
+            created.append(delivery.id)
+        if report.seen % COMMIT_EVERY == 0:
+            db.session.commit()
+    if dry_run:
+        return
+    survey.watermark = window.resolved_before
+    survey.last_scan_at = now
+    survey.last_scan_error = ""
+    db.session.commit()
+    for delivery_id in created:
+        enqueue_once(send_delivery, f"send:{delivery_id}", delivery_id)
+
+
+def _lock(key: str) -> bool:
+    try:
+        return bool(redis_connection().set(key, 1, nx=True, ex=SCAN_LOCK_SECONDS))
+    except RedisError:
+        return True  # without Redis the unique (survey, ticket) rows still prevent duplicates
+
+
+def _unlock(key: str) -> None:
+    with contextlib.suppress(RedisError):
+        redis_connection().delete(key)

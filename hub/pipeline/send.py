@@ -1,0 +1,144 @@
+"""Sending: re-check the ticket, then send its survey email at most once."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import update
+
+from hub.connections import open_helpdesk
+from hub.emails import Suppressed
+from hub.emails import build_email
+from hub.emails import metric_of
+from hub.emails import recipient_of
+from hub.extensions import db
+from hub.helpdesk import HelpdeskError
+from hub.helpdesk import NotFound
+from hub.helpdesk import RateLimited
+from hub.jobs import forget_enqueued
+from hub.mail import Mailer
+from hub.mail import PermanentMailError
+from hub.mail import TemporaryMailError
+from hub.mail import UncertainMailError
+from hub.models import Delivery
+from hub.models import DeliveryState
+from hub.models import utcnow
+from hub.pipeline.decide import TICKET_GONE
+from hub.pipeline.decide import UNSUBSCRIBED
+from hub.pipeline.decide import skip_reason
+from hub.surveys import effective_settings
+
+log = logging.getLogger(__name__)
+
+#: Give up on a mail server that keeps refusing after this many tries (about a day).
+MAX_ATTEMPTS = 12
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Backoff between tries: 1, 2, 4 … minutes, at most an hour."""
+    return timedelta(minutes=min(60, 2 ** max(0, attempts - 1)))
+
+
+def send_delivery(delivery_id: int) -> str:
+    """Re-check one pending delivery's ticket and send its email; return the new state."""
+    forget_enqueued(f"send:{delivery_id}")
+    delivery = db.session.get(Delivery, delivery_id)
+    now = utcnow()
+    if delivery is None or delivery.state != DeliveryState.PENDING:
+        return delivery.state if delivery else "missing"
+    if delivery.next_attempt_at and delivery.next_attempt_at > now:
+        return delivery.state
+    survey = delivery.survey
+    if not survey.active:
+        return delivery.state  # deactivation cancels pending deliveries itself
+    settings = effective_settings(metric_of(survey), survey.settings or {})
+
+    try:
+        ticket = open_helpdesk(survey.connection).fetch_ticket(delivery.ticket_id)
+    except NotFound:
+        return _skip(delivery, TICKET_GONE)
+    except HelpdeskError as exc:
+        # Retryable or not (a revoked key, a missing role), the admin or time can fix
+        # it; the delivery waits instead of being lost.
+        wait = (
+            timedelta(seconds=max(1, exc.retry_at - now.timestamp()))
+            if isinstance(exc, RateLimited)
+            else timedelta(minutes=1 if exc.retryable else 15)
+        )
+        return _later(delivery, f"Re-checking the ticket failed: {exc}", now + wait)
+
+    reason = skip_reason(ticket, survey.id, settings, now, delivery_id=delivery.id)
+    if reason:
+        return _skip(delivery, reason)
+
+    try:
+        message = build_email(survey, recipient_of(delivery))
+    except Suppressed:
+        return _skip(delivery, UNSUBSCRIBED)
+    if not _claim(delivery.id, now):
+        return "taken"  # another worker got there first
+    try:
+        with Mailer(current_app.config) as mailer:
+            mailer.send(message)
+    except UncertainMailError as exc:
+        return _finish(delivery, DeliveryState.UNKNOWN, str(exc))
+    except TemporaryMailError as exc:
+        db.session.refresh(delivery)
+        if delivery.attempts >= MAX_ATTEMPTS:
+            return _finish(
+                delivery, DeliveryState.FAILED, f"Gave up after {delivery.attempts} tries: {exc}"
+            )
+        delivery.state = DeliveryState.PENDING.value  # nothing was sent
+        return _later(delivery, str(exc), now + retry_delay(delivery.attempts))
+    except PermanentMailError as exc:
+        return _finish(delivery, DeliveryState.FAILED, str(exc))
+    delivery = db.session.get(Delivery, delivery.id)
+    delivery.state = DeliveryState.SENT.value
+    delivery.sent_at = utcnow()
+    delivery.message_id = message["Message-ID"]
+    delivery.error = ""
+    db.session.commit()
+    log.info("Sent survey for ticket %s to %s", delivery.ticket_id, delivery.requester_email)
+    return delivery.state
+
+
+def _claim(delivery_id: int, now) -> bool:
+    """Move the row from pending to sending; only one worker can succeed.
+
+    From here on a crash leaves the row in `sending`, which the reconciler turns into
+    `unknown`: the email may have gone out, so it is never sent again by itself.
+    """
+    result = db.session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.state == DeliveryState.PENDING.value)
+        .values(state=DeliveryState.SENDING.value, attempts=Delivery.attempts + 1, updated_at=now)
+    )
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def _skip(delivery: Delivery, reason: str) -> str:
+    delivery.state = DeliveryState.SKIPPED.value
+    delivery.skip_reason = reason
+    db.session.commit()
+    return delivery.state
+
+
+def _later(delivery: Delivery, error: str, when) -> str:
+    delivery.error = error
+    delivery.next_attempt_at = when
+    db.session.commit()
+    log.info("Delivery %s: %s; next try at %s", delivery.id, error, when.isoformat())
+    return delivery.state
+
+
+def _finish(delivery: Delivery, state: DeliveryState, error: str) -> str:
+    delivery = db.session.get(Delivery, delivery.id)
+    db.session.refresh(delivery)
+    delivery.state = state.value
+    delivery.error = error
+    db.session.commit()
+    log.warning("Delivery %s is %s: %s", delivery.id, state.value, error)
+    return delivery.state

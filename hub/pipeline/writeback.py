@@ -1,0 +1,126 @@
+"""Write-back: every rating (and later comment) lands in the helpdesk, at least once."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from hub.connections import open_helpdesk
+from hub.emails import metric_of
+from hub.extensions import db
+from hub.helpdesk import BadRequest
+from hub.helpdesk import HelpdeskError
+from hub.helpdesk import NotFound
+from hub.helpdesk import RateLimited
+from hub.jobs import enqueue_once
+from hub.jobs import forget_enqueued
+from hub.models import Rating
+from hub.models import WriteBack
+from hub.models import WriteBackState
+from hub.models import utcnow
+from hub.surveys import effective_settings
+
+log = logging.getLogger(__name__)
+
+
+def note_key(rating: Rating, kind: str) -> str:
+    """The note's `externalId`: one note per rating, score value and comment text."""
+    if kind == "comment":
+        digest = hashlib.sha256(rating.comment.encode()).hexdigest()[:12]
+        return f"surveyhub:{rating.id}:comment:{digest}"
+    return f"surveyhub:{rating.id}:score:{rating.value}"
+
+
+def queue_write_back(rating: Rating, kind: str) -> WriteBack:
+    """Record that `rating` must be written back, then hand it to a worker."""
+    write_back = WriteBack(rating_id=rating.id, kind=kind, note_external_id=note_key(rating, kind))
+    db.session.add(write_back)
+    db.session.commit()
+    enqueue_once(run_write_back, f"write-back:{write_back.id}", write_back.id)
+    return write_back
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Backoff between tries: 30 s, 1, 2, 4 … minutes, at most an hour."""
+    return timedelta(seconds=min(3600, 30 * 2 ** max(0, attempts - 1)))
+
+
+def run_write_back(write_back_id: int) -> str:
+    """Post the note and set the custom attribute for one write-back; return its state."""
+    forget_enqueued(f"write-back:{write_back_id}")
+    now = utcnow()
+    claimed = db.session.execute(
+        update(WriteBack)
+        .where(
+            WriteBack.id == write_back_id,
+            WriteBack.state == WriteBackState.PENDING.value,
+            (WriteBack.next_attempt_at.is_(None)) | (WriteBack.next_attempt_at <= now),
+        )
+        .values(state=WriteBackState.RUNNING.value, attempts=WriteBack.attempts + 1, updated_at=now)
+    )
+    db.session.commit()
+    write_back = db.session.get(WriteBack, write_back_id)
+    if claimed.rowcount != 1:
+        return write_back.state if write_back else "missing"
+    rating = write_back.rating
+    delivery = rating.delivery
+    survey = delivery.survey
+    metric = metric_of(survey)
+    settings = effective_settings(metric, survey.settings or {})
+    comment = rating.comment if write_back.kind == "comment" else ""
+    note = (
+        metric.note(rating.value, rating.scale, delivery.requester_email or "", comment)
+        if settings["add_note"]
+        else None
+    )
+    try:
+        note_id = open_helpdesk(survey.connection).write_back(
+            delivery.ticket_id,
+            settings["attribute_name"],
+            rating.value,
+            note,
+            write_back.note_external_id,
+            # An earlier try may have posted the note before failing: look first.
+            retry=write_back.attempts > 1,
+        )
+    except (NotFound, BadRequest) as exc:
+        write_back.state = WriteBackState.FAILED.value
+        write_back.last_error = str(exc)
+        db.session.commit()
+        log.warning("Write-back %s failed: %s", write_back.id, exc)
+        return write_back.state
+    except HelpdeskError as exc:
+        if isinstance(exc, RateLimited):
+            when = now + timedelta(seconds=max(1.0, exc.retry_at - now.timestamp()))
+        else:
+            when = now + retry_delay(write_back.attempts)
+        write_back.state = WriteBackState.PENDING.value
+        write_back.last_error = str(exc)
+        write_back.next_attempt_at = when
+        db.session.commit()
+        log.info("Write-back %s: %s; next try at %s", write_back.id, exc, when.isoformat())
+        return write_back.state
+    write_back.state = WriteBackState.DONE.value
+    write_back.helpdesk_note_id = note_id
+    write_back.last_error = ""
+    write_back.done_at = utcnow()
+    db.session.commit()
+    return write_back.state
+
+
+def retry_write_back(write_back_id: int) -> bool:
+    """Put a failed write-back back in line at once (the admin's "retry")."""
+    write_back = db.session.get(WriteBack, write_back_id)
+    if write_back is None or write_back.state not in (
+        WriteBackState.FAILED.value,
+        WriteBackState.PENDING.value,
+    ):
+        return False
+    write_back.state = WriteBackState.PENDING.value
+    write_back.next_attempt_at = None
+    db.session.commit()
+    enqueue_once(run_write_back, f"write-back:{write_back.id}", write_back.id)
+    return True
