@@ -432,3 +432,21 @@ def test_prepare_merges_metadata_and_keeps_other_attributes(kustomer):
             "surveyhubNpsScoreNum": {"displayName": "NPS score"},
         }
     }
+
+
+@responses.activate
+def test_a_next_link_to_another_host_is_not_followed(kustomer):
+    items = [conversation("x1", channel="chat")]
+    page = search_page(items, 1, None)
+    page["links"]["next"] = "https://evil.example/v1/customers/search?page=2"
+    responses.get(f"{BASE}/users?pageSize=100", json={"data": [], "links": page["links"]})
+    with pytest.raises(BadRequest, match="another host"):
+        list(kustomer.agents())
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_a_2xx_that_is_not_json_is_explained(kustomer):
+    responses.get(f"{BASE}/auth/tokens/current", body="<html>captive portal</html>")
+    with pytest.raises(Unavailable, match="not JSON"):
+        kustomer.verify()

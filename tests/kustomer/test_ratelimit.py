@@ -83,7 +83,7 @@ def test_a_429_stops_every_worker_until_the_reset(redis_client, clock):
 
 
 @responses.activate
-def test_budgets_of_two_connections_are_separate(redis_client, clock):
+def test_budgets_of_two_orgs_are_separate(redis_client, clock):
     responses.get(
         f"{BASE}/users/u1",
         status=429,
@@ -94,3 +94,18 @@ def test_budgets_of_two_connections_are_separate(redis_client, clock):
         client(redis_client, clock, "conn-1").request("GET", "/users/u1", need="user.read")
     responses.replace(responses.GET, f"{BASE}/users/u1", json={"data": {}})
     client(redis_client, clock, "conn-2").request("GET", "/users/u1", need="user.read")
+
+
+@responses.activate
+def test_when_other_tools_used_the_minute_everyone_here_waits(redis_client, clock):
+    responses.get(
+        f"{BASE}/users/u1",
+        json={"data": {}},
+        headers={"x-ratelimit-limit": "300", "x-ratelimit-remaining": "12"},
+    )
+    responses.get(f"{BASE}/users/u2", json={"data": {}})
+    first, second = client(redis_client, clock), client(redis_client, clock)
+    clock.now = START + 20
+    first.request("GET", "/users/u1", need="user.read")  # 12 left of 300: under the reserve
+    second.request("GET", "/users/u2", need="user.read")
+    assert clock.slept == [40.0]  # waited for the next minute before calling Kustomer

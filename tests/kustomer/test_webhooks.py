@@ -109,6 +109,15 @@ def test_bad_or_missing_signature_is_refused(client, connection_id, resolutions)
     assert resolutions.events == []
 
 
+def test_a_non_ascii_signature_is_refused_not_a_crash(client, connection_id, resolutions):
+    response = client.post(
+        f"/hooks/kustomer/{connection_id}",
+        data=json.dumps(envelope()),
+        headers={"X-Kustomer-Webhook-Signature": "é" * 64},
+    )
+    assert response.status_code == 401
+
+
 @pytest.mark.parametrize("header", ["x-kustomer-webhook-signature", "X-Kustomer-Signature"])
 def test_signature_header_is_found_whatever_its_case(client, connection_id, resolutions, header):
     assert post(client, connection_id, envelope(), header=header).status_code == 200
@@ -174,6 +183,8 @@ def test_the_sandbox_delivers_a_signed_webhook_to_the_hub(app, redis_client, res
             time.sleep(0.05)
         time.sleep(0.3)
         assert [(e[0], e[1]) for e in resolutions.events] == [(connection_id, conversation)]
+        assert kustomer.register_webhook(url) == (webhook_id, token)  # reused, not doubled
+        assert len(seeded.org.webhooks) == 1
         kustomer.remove_webhook(webhook_id)
     finally:
         hub_server.shutdown()

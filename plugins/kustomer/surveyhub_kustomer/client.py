@@ -95,6 +95,8 @@ def error_text(response: requests.Response) -> str:
     if not errors:
         return (body.get("message") if isinstance(body, dict) else None) or response.reason
     first = errors[0] if isinstance(errors, list) else errors
+    if not isinstance(first, dict):
+        return str(first)[:300]
     parts = [first.get("detail") or first.get("title") or first.get("message") or first.get("code")]
     sub = ((first.get("meta") or {}).get("subErrors") or [{}])[0]
     source = sub.get("source") or first.get("source") or {}
@@ -138,7 +140,10 @@ class KustomerClient:
 
     def url(self, path: str) -> str:
         """An absolute URL for a path under /v1 (`/conversations/1`) or a relative link."""
-        if path.startswith("http"):
+        if path.startswith(("http://", "https://")):
+            # Only ever send the API key back to the org's own API.
+            if urlsplit(path)._replace(path="", query="", fragment="").geturl() != self.origin:
+                raise BadRequest(f"Kustomer returned a link to another host: {path}")
             return path
         if path.startswith("/v1/"):
             return self.origin + path  # Kustomer's relative `links`
@@ -167,7 +172,7 @@ class KustomerClient:
             try:
                 self.requests_made += 1
                 response = self.session.request(
-                    method, url, json=json, params=params, timeout=TIMEOUT
+                    method, url, json=json, params=params, timeout=TIMEOUT, allow_redirects=False
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 error: HelpdeskError = Unavailable(f"Kustomer did not answer: {exc}")
@@ -231,8 +236,18 @@ class KustomerClient:
     @staticmethod
     def _result(response: requests.Response, need: str) -> dict[str, Any] | None:
         status = response.status_code
+        if status < 300:
+            if not response.content:
+                return None
+            try:
+                return response.json()
+            except ValueError:
+                raise Unavailable(
+                    f"Kustomer answered {status} with something that is not JSON "
+                    f"({response.text.strip()[:100]!r}); a proxy may be in the way."
+                ) from None
         if status < 400:
-            return response.json() if response.content else None
+            raise BadRequest(f"Kustomer answered with a redirect ({status}); check the URL.")
         text = error_text(response)
         if status == 401 or "associated with pod" in text:
             if "associated with pod" in text:

@@ -89,7 +89,9 @@ class Kustomer(Helpdesk):
     ) -> None:
         super().__init__(settings, secrets, context)
         self.base_url = api_base(settings.get("url", ""), self.context.allowed_urls)
-        budget = RateBudget(self.context.redis, self.context.name) if self.context.redis else None
+        # Kustomer's limits are per org, so connections to one org share one budget.
+        org_host = self.base_url.split("://", 1)[1].split("/", 1)[0]
+        budget = RateBudget(self.context.redis, org_host) if self.context.redis else None
         self.client = client or KustomerClient(self.base_url, secrets.get("api_key", ""), budget)
 
     # -- connection -------------------------------------------------------------------
@@ -304,7 +306,16 @@ class Kustomer(Helpdesk):
     # -- webhooks -------------------------------------------------------------------
 
     def register_webhook(self, url: str) -> tuple[str, str]:
-        """Subscribe `url` to conversation updates; return (webhook id, signing token)."""
+        """Subscribe `url` to conversation updates; return (webhook id, signing token).
+
+        An existing subscription for `url` is reused: a retry after a lost answer must not
+        use up one of the org's five webhooks.
+        """
+        for page in self.client.pages("GET", "/outbound-webhooks", need="outbound_webhook"):
+            for hook in page.get("data") or ():
+                attributes = hook.get("attributes") or {}
+                if attributes.get("url") == url and attributes.get("token"):
+                    return hook["id"], attributes["token"]
         body = self.client.request(
             "POST",
             "/outbound-webhooks",

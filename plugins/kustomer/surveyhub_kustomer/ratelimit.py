@@ -38,14 +38,28 @@ return '0'
 """
 
 
+# Move the "blocked until" time later, never earlier, atomically across workers.
+_BLOCK = """
+local current = tonumber(redis.call('get', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then
+  redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+return 0
+"""
+
+
 class RateBudget:
-    """Shared counters for one connection (`name`), in fixed one-minute windows."""
+    """Shared counters for one Kustomer org (`name`: its API host), in one-minute windows.
+
+    Windows are cut by each worker's clock: keep the machines' clocks in sync (NTP).
+    """
 
     def __init__(self, redis: Redis, name: str, clock: Callable[[], float] = time.time) -> None:
         self.redis = redis
         self.prefix = f"surveyhub:kustomer:{name}"
         self.clock = clock
         self._take = redis.register_script(_TAKE)
+        self._block = redis.register_script(_BLOCK)
 
     def limit(self) -> int:
         """Requests per minute the org allows, as last reported by Kustomer."""
@@ -65,14 +79,19 @@ class RateBudget:
         return float(result)
 
     def learn(self, headers: Mapping[str, str]) -> None:
-        """Remember the org's limit from `x-ratelimit-limit`."""
-        limit = headers.get("x-ratelimit-limit")
+        """Remember the org's limit, and pause when other tools used up the minute.
+
+        The limit is shared by every integration of the org: when Kustomer reports that
+        less than the reserve remains, everyone here waits for the next window.
+        """
+        limit, remaining = headers.get("x-ratelimit-limit"), headers.get("x-ratelimit-remaining")
         if limit and limit.isdigit():
             self.redis.set(f"{self.prefix}:limit", int(limit), ex=24 * 3600)
+        known = limit and limit.isdigit() and remaining and remaining.isdigit()
+        if known and int(remaining) < int(limit) * (1 - RESERVE):
+            self.block_until((int(self.clock() // 60) + 1) * 60)
 
     def block_until(self, epoch: float) -> None:
         """Stop every process from calling Kustomer until `epoch` (after a 429)."""
-        key = f"{self.prefix}:blocked"
-        current = float(self.redis.get(key) or 0)
-        if epoch > current:
-            self.redis.set(key, epoch, ex=max(1, int(epoch - self.clock()) + 1))
+        ttl = max(1, int(epoch - self.clock()) + 1)
+        self._block(keys=[f"{self.prefix}:blocked"], args=[epoch, ttl])

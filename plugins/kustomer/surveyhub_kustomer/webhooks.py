@@ -35,8 +35,9 @@ DEDUPE_SECONDS = 2 * 3600
 
 def signature_valid(token: str, raw_body: bytes, signature: str) -> bool:
     """Whether `signature` is the hex HMAC-SHA256 of the raw body under the webhook token."""
-    expected = hmac.new(token.encode(), raw_body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, signature.strip().lower())
+    expected = hmac.new(token.encode(), raw_body, hashlib.sha256).hexdigest().encode()
+    # Bytes: a header with non-ASCII characters is simply a wrong signature.
+    return hmac.compare_digest(expected, signature.strip().lower().encode("utf-8", "replace"))
 
 
 def resolution(envelope: dict[str, Any]) -> TicketEvent | None:

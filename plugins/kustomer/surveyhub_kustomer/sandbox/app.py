@@ -495,6 +495,14 @@ def create_sandbox(org: Org, rate_limit: int = 1000, search_limit: int = 100) ->
             {"data": {"type": "outbound_webhook", "id": webhook_id, "attributes": hook}}
         ), 201
 
+    @app.get("/v1/outbound-webhooks")
+    def list_webhooks():
+        items = [
+            {"type": "outbound_webhook", "id": wid, "attributes": hook}
+            for wid, hook in org.webhooks.items()
+        ]
+        return jsonify(paged(items, "/v1/outbound-webhooks"))
+
     @app.delete("/v1/outbound-webhooks/<webhook_id>")
     def delete_webhook(webhook_id: str):
         if org.webhooks.pop(webhook_id, None) is None:
