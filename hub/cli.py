@@ -18,6 +18,7 @@ from hub.config import load_or_create_secret
 from hub.crypto import SecretsUnreadable
 from hub.embedded import EmbeddedError
 from hub.health import ServiceUnavailable
+from hub.pipeline.commands import add_commands as add_pipeline_commands
 from hub.registry import PluginError
 from hub.registry import Registry
 
@@ -37,6 +38,7 @@ def cli() -> None:
 
 
 cli.add_command(db_commands, "db")
+add_pipeline_commands(cli)
 
 
 @cli.command()

@@ -74,11 +74,13 @@ def skip_reason(
     settings: dict[str, Any],
     now: datetime,
     delivery_id: int | None = None,
+    planned: set[str] | None = None,
 ) -> str | None:
     """The reason `ticket` must not be surveyed now, or None when it gets a survey.
 
     Used when the scan decides and again right before sending (`delivery_id` is then the
-    ticket's own delivery, which the cooldown must not count).
+    ticket's own delivery, which the cooldown must not count). A dry run passes the
+    emails it would have sent to in `planned`, since it records no deliveries.
     """
     delay = timedelta(hours=settings["delay_hours"])
     if ticket.channel not in settings["channels"]:
@@ -95,7 +97,11 @@ def skip_reason(
         return INVALID_EMAIL
     if is_suppressed(ticket.requester_email):
         return UNSUBSCRIBED
-    if in_cooldown(survey_id, ticket.requester_email, settings["cooldown_days"], now, delivery_id):
+    email = normalise_email(ticket.requester_email)
+    cooldown = settings["cooldown_days"]
+    if cooldown > 0 and planned is not None and email in planned:
+        return COOLDOWN
+    if in_cooldown(survey_id, email, cooldown, now, delivery_id):
         return COOLDOWN
     if settings["require_assignee"] and not ticket.assignee_id:
         return NO_ASSIGNEE

@@ -108,6 +108,7 @@ def _scan(survey: Survey, report: ScanReport, dry_run: bool, on_decision) -> Non
     settings = effective_settings(metric_of(survey), survey.settings or {})
     window = _window(survey, settings, now)
     created: list[int] = []
+    planned: set[str] | None = set() if dry_run else None
     for ticket in open_helpdesk(survey.connection).scan(window):
         report.seen += 1
         if _has_delivery(survey.id, ticket.id):
@@ -115,7 +116,7 @@ def _scan(survey: Survey, report: ScanReport, dry_run: bool, on_decision) -> Non
             if on_decision:
                 on_decision(ticket, ALREADY_SURVEYED)
             continue
-        reason = skip_reason(ticket, survey.id, settings, now)
+        reason = skip_reason(ticket, survey.id, settings, now, planned=planned)
         if on_decision:
             on_decision(ticket, reason)
         if reason:
@@ -123,6 +124,8 @@ def _scan(survey: Survey, report: ScanReport, dry_run: bool, on_decision) -> Non
         else:
             report.pending += 1
         if dry_run:
+            if not reason:
+                planned.add(normalise_email(ticket.requester_email or ""))
             continue
         delivery = Delivery(
             survey_id=survey.id,
