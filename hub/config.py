@@ -73,6 +73,7 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict[str, An
         "HUB_SCAN_INTERVAL": _number(environ, "HUB_SCAN_INTERVAL", 300, float),
         "HUB_RECONCILE_INTERVAL": _number(environ, "HUB_RECONCILE_INTERVAL", 30, float),
         "HUB_SENDING_TIMEOUT": _number(environ, "HUB_SENDING_TIMEOUT", 600, float),
+        "HUB_WRITEBACK_GRACE": _number(environ, "HUB_WRITEBACK_GRACE", 120, float),
         "HUB_STOP_TIMEOUT": _number(environ, "HUB_STOP_TIMEOUT", 15, float),
         "HUB_LOG_LEVEL": environ.get("HUB_LOG_LEVEL") or "INFO",
         "SMTP_HOST": environ.get("HUB_SMTP_HOST") or "",

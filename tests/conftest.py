@@ -90,6 +90,7 @@ def make_config(tmp_path: Path, database_url: str, **overrides) -> dict:
         "INSTANCE_PATH": tmp_path / "instance",
         "HUB_DISABLED_PLUGINS": [],
         "HUB_PLUGINS": [],
+        "HUB_WRITEBACK_GRACE": 0,
     }
     config.update(overrides)
     return config

@@ -6,6 +6,8 @@ import hashlib
 import logging
 from datetime import timedelta
 
+from flask import current_app
+from sqlalchemy import select
 from sqlalchemy import update
 
 from hub.connections import open_helpdesk
@@ -34,12 +36,35 @@ def note_key(rating: Rating, kind: str) -> str:
     return f"surveyhub:{rating.id}:score:{rating.value}"
 
 
-def queue_write_back(rating: Rating, kind: str) -> WriteBack:
-    """Record that `rating` must be written back, then hand it to a worker."""
-    write_back = WriteBack(rating_id=rating.id, kind=kind, note_external_id=note_key(rating, kind))
+def queue_write_back(rating: Rating, kind: str) -> WriteBack | None:
+    """Record that `rating` must be written back; a worker picks it up when it is due.
+
+    A score waits a short grace time (`HUB_WRITEBACK_GRACE`), so a comment typed right
+    after the click lands in the same note. A comment that arrives while the score's
+    write-back is still waiting needs nothing more: the note is worded when it is sent.
+    """
+    if kind == "comment":
+        waiting = db.session.execute(
+            select(WriteBack.id).where(
+                WriteBack.rating_id == rating.id,
+                WriteBack.kind == "score",
+                WriteBack.state == WriteBackState.PENDING.value,
+                WriteBack.attempts == 0,
+            )
+        ).first()
+        if waiting:
+            return None
+    grace = timedelta(seconds=current_app.config["HUB_WRITEBACK_GRACE"])
+    write_back = WriteBack(
+        rating_id=rating.id,
+        kind=kind,
+        note_external_id=note_key(rating, kind),
+        next_attempt_at=utcnow() + grace if kind == "score" and grace else None,
+    )
     db.session.add(write_back)
     db.session.commit()
-    enqueue_once(run_write_back, f"write-back:{write_back.id}", write_back.id)
+    if write_back.next_attempt_at is None:
+        enqueue_once(run_write_back, f"write-back:{write_back.id}", write_back.id)
     return write_back
 
 
@@ -70,7 +95,7 @@ def run_write_back(write_back_id: int) -> str:
     survey = delivery.survey
     metric = metric_of(survey)
     settings = effective_settings(metric, survey.settings or {})
-    comment = rating.comment if write_back.kind == "comment" else ""
+    comment = rating.comment
     note = (
         metric.note(rating.value, rating.scale, delivery.requester_email or "", comment)
         if settings["add_note"]

@@ -111,28 +111,60 @@ def test_a_ticket_reopened_after_the_scan_is_skipped_at_send_time(hub):
     assert (row.state, row.skip_reason) == ("skipped", "not resolved")
 
 
-def test_rating_and_comment_are_written_back_as_notes_and_attribute(hub):
+def rated_delivery(hub):
     with hub.app.app_context():
         scan_survey(hub.survey_id)
     send_pending(hub.app, hub.survey_id)
     conversation = hub.sandbox.seeded.eligible[0]
     row = deliveries(hub.app, hub.survey_id)[conversation]
-    client = hub.app.test_client()
     with hub.app.test_request_context():
         token = rating_token(row.id)
-    client.post(f"/r/{token}/9")
-    client.post(f"/r/{token}/comment", data={"comment": "Fast and friendly"})
+    return conversation, row, token
+
+
+def run_write_backs(hub):
     with hub.app.app_context():
         for item in db.session.execute(select(WriteBack)).scalars().all():
-            assert run_write_back(item.id) == "done"
+            if item.state == "pending":
+                assert run_write_back(item.id) == "done"
+
+
+def test_a_quick_comment_lands_in_the_same_note_as_the_score(hub):
+    conversation, row, token = rated_delivery(hub)
+    client = hub.app.test_client()
+    client.post(f"/r/{token}/9")
+    client.post(f"/r/{token}/comment", data={"comment": "Fast and friendly"})
+    run_write_backs(hub)
     state = hub.sandbox.state()
-    notes = [n["body"] for n in state["notes"][conversation]]
-    email = row.requester_email
-    assert notes == [
-        f"NPS 9/10 (promoter) from {email} — via SurveyHub",
-        f'NPS 9/10 (promoter) from {email} — "Fast and friendly" — via SurveyHub',
+    assert [n["body"] for n in state["notes"][conversation]] == [
+        f'NPS 9/10 (promoter) from {row.requester_email} — "Fast and friendly" — via SurveyHub'
     ]
     assert state["custom"][conversation] == {"surveyhubNpsScoreNum": 9}
+
+
+def test_a_later_comment_follows_in_a_second_note(hub):
+    conversation, row, token = rated_delivery(hub)
+    client = hub.app.test_client()
+    client.post(f"/r/{token}/6")
+    run_write_backs(hub)
+    client.post(f"/r/{token}/comment", data={"comment": "Took a while"})
+    run_write_backs(hub)
+    email = row.requester_email
+    assert [n["body"] for n in hub.sandbox.state()["notes"][conversation]] == [
+        f"NPS 6/10 (detractor) from {email} — via SurveyHub",
+        f'NPS 6/10 (detractor) from {email} — "Took a while" — via SurveyHub',
+    ]
+
+
+def test_the_score_waits_a_grace_time_for_a_comment(hub):
+    hub.app.config["HUB_WRITEBACK_GRACE"] = 120
+    conversation, row, token = rated_delivery(hub)
+    hub.app.test_client().post(f"/r/{token}/9")
+    with hub.app.app_context():
+        item = db.session.execute(select(WriteBack)).scalar_one()
+        assert 110 < (item.next_attempt_at - utcnow()).total_seconds() <= 120
+        assert run_write_back(item.id) == "pending"  # not due yet
+    assert conversation not in hub.sandbox.state()["notes"]
 
 
 def rate(hub, value=9):
