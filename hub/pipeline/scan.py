@@ -19,6 +19,7 @@ from hub.extensions import db
 from hub.helpdesk import ScanWindow
 from hub.helpdesk import Ticket
 from hub.jobs import enqueue_once
+from hub.jobs import forget_enqueued
 from hub.jobs import redis_connection
 from hub.models import Delivery
 from hub.models import DeliveryState
@@ -80,6 +81,8 @@ def scan_survey(
     after a complete scan, so an interrupted one is simply repeated.
     """
     report = ScanReport(survey_id)
+    if not dry_run:
+        forget_enqueued(f"scan:{survey_id}")  # the next tick may enqueue the next scan
     survey = db.session.get(Survey, survey_id)
     if survey is None or not (survey.active or dry_run):
         return report

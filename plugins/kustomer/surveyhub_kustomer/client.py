@@ -177,7 +177,8 @@ class KustomerClient:
             except (requests.ConnectionError, requests.Timeout) as exc:
                 error: HelpdeskError = Unavailable(f"Kustomer did not answer: {exc}")
             else:
-                if self.budget:
+                if self.budget and response.status_code != 429:
+                    # After a 429 its reset time says when to resume, not the counters.
                     self.budget.learn(response.headers)
                 if response.status_code == 429:
                     error = self._rate_limited(response, attempt)

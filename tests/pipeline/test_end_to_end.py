@@ -1,0 +1,375 @@
+"""End to end with real parts: PostgreSQL, Redis, `surveyhub worker` and `surveyhub
+scheduler` processes, an SMTP server and the Kustomer sandbox over HTTP, with faults."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from dataclasses import field
+
+import pytest
+import requests
+from flask_migrate import upgrade
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from hub.app import create_app
+from hub.extensions import db
+from hub.models import Connection
+from hub.models import Delivery
+from hub.models import WriteBack
+from hub.pipeline.scan import scan_survey
+from hub.suppressions import suppress
+from surveyhub_kustomer.sandbox.org import UNSUBSCRIBED
+from tests.conftest import free_port
+from tests.conftest import make_config
+from tests.conftest import redis_url
+from tests.pipeline.conftest import add_survey
+
+pytestmark = pytest.mark.slow
+
+FINAL = {"sent", "skipped", "failed", "unknown"}
+
+
+def wait_until(predicate, timeout=60.0, what="the condition", live=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    logs = LIVE[0].log_tail() if LIVE else ""
+    raise AssertionError(f"Timed out waiting for {what}\n{logs}")
+
+
+LIVE: list = []
+
+
+@dataclass
+class Live:
+    app: object
+    sandbox: object
+    smtp: object
+    env: dict
+    base_url: str
+    connection_id: int
+    logs: object = None
+    processes: dict = field(default_factory=dict)
+
+    def start(self, name: str, *args: str) -> None:
+        log = open(self.logs / f"{name}-{time.monotonic_ns()}.log", "w")  # noqa: SIM115
+        self.processes[name] = subprocess.Popen(
+            ["surveyhub", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def log_tail(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n" + "\n".join(path.read_text().splitlines()[-40:])
+            for path in sorted(self.logs.glob("*.log"))
+        )
+
+    def kill(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        # Its work horse may live on for a moment; kill what it left.
+        subprocess.run(["pkill", "-KILL", "-f", "rq:work-horse"], check=False)
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def rows(self, survey_id: int) -> dict[str, Delivery]:
+        with self.app.app_context():
+            query = select(Delivery).where(Delivery.survey_id == survey_id)
+            return {row.ticket_id: row for row in db.session.execute(query).scalars()}
+
+    def write_backs(self) -> list[WriteBack]:
+        with self.app.app_context():
+            return db.session.execute(select(WriteBack)).scalars().all()
+
+    def recipients(self) -> list[str]:
+        return sorted(m["To"].addresses[0].addr_spec for m in self.smtp.handler.messages)
+
+    def settled(self, survey_id: int, expected: int) -> bool:
+        rows = self.rows(survey_id)
+        return len(rows) == expected and all(r.state in FINAL for r in rows.values())
+
+
+@pytest.fixture
+def live(postgres_schema_url, sandbox, smtp_server, redis_client, subprocess_env, tmp_path):
+    web_port = free_port()
+    base_url = f"http://127.0.0.1:{web_port}"
+    settings = {
+        "HUB_ALLOWED_HELPDESK_URLS": [sandbox.url],
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": smtp_server.port,
+        "HUB_BASE_URL": base_url,
+        "HUB_WRITEBACK_GRACE": 3,
+    }
+    app = create_app(make_config(tmp_path, postgres_schema_url, **settings))
+    with app.app_context():
+        upgrade()
+        connection = Connection(helpdesk="kustomer", name="Sandbox", settings={"url": sandbox.url})
+        connection.set_secrets({"api_key": sandbox.seeded.api_key})
+        db.session.add(connection)
+        db.session.commit()
+        suppress(UNSUBSCRIBED, "unsubscribed")
+        connection_id = connection.id
+    server = make_server("127.0.0.1", web_port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = dict(
+        subprocess_env,
+        DATABASE_URL=postgres_schema_url,
+        REDIS_URL=redis_url(),
+        HUB_BASE_URL=base_url,
+        HUB_ALLOWED_HELPDESK_URLS=sandbox.url,
+        HUB_SMTP_HOST="127.0.0.1",
+        HUB_SMTP_PORT=str(smtp_server.port),
+        HUB_SCAN_INTERVAL="1",
+        HUB_RECONCILE_INTERVAL="1",
+        HUB_SCHEDULER_TICK="0.2",
+        HUB_SENDING_TIMEOUT="3",
+        HUB_WRITEBACK_GRACE="3",
+    )
+    running = Live(app, sandbox, smtp_server, env, base_url, connection_id, tmp_path)
+    LIVE[:] = [running]
+    yield running
+    LIVE.clear()
+    running.stop_all()
+    server.shutdown()
+
+
+def answer_like_a_browser(live: Live, message, score: int, comment: str) -> None:
+    """Follow the score link from a received email: GET, then the page's POST, then a comment."""
+    text = message.get_body(("plain",)).get_content()
+    link = re.search(rf"(http://\S+/r/\S+/{score})\s", text).group(1)
+    with requests.Session() as browser:
+        page = browser.get(link, timeout=10)
+        assert page.status_code == 200 and 'method="post"' in page.text
+        comment_page = browser.post(link, data={"auto": "1"}, timeout=10)
+        assert comment_page.status_code == 200 and 'name="comment"' in comment_page.text
+        thanks = browser.post(comment_page.url, data={"comment": comment}, timeout=10)
+        assert thanks.status_code == 200
+
+
+def test_end_to_end_with_real_parts(live):
+    seeded = live.sandbox.seeded
+    with live.app.app_context():
+        survey_id = add_survey(live.connection_id)
+    live.start("worker", "worker")
+    live.start("scheduler", "scheduler")
+    expected = len(seeded.eligible) + len(seeded.skipped)
+    wait_until(lambda: live.settled(survey_id, expected), what="every delivery to settle")
+    rows = live.rows(survey_id)
+    assert {t for t, r in rows.items() if r.state == "sent"} == set(seeded.eligible)
+    assert {t: r.skip_reason for t, r in rows.items() if r.state == "skipped"} == seeded.skipped
+    assert live.recipients() == sorted(rows[t].requester_email for t in seeded.eligible)
+
+    conversation = seeded.eligible[0]
+    email = rows[conversation].requester_email
+    message = next(m for m in live.smtp.handler.messages if m["To"].addresses[0].addr_spec == email)
+    answer_like_a_browser(live, message, 9, "Fast and friendly")
+    wait_until(
+        lambda: live.sandbox.state()["custom"].get(conversation) == {"surveyhubNpsScoreNum": 9},
+        what="the write-back",
+    )
+    notes = [n["body"] for n in live.sandbox.state()["notes"][conversation]]
+    assert notes == [f'NPS 9/10 (promoter) from {email} — "Fast and friendly" — via SurveyHub']
+
+    with live.app.app_context():
+        report = scan_survey(survey_id)
+    assert (report.pending, sum(report.skipped.values())) == (0, 0)
+    time.sleep(2)  # a few more scheduler ticks
+    assert len(live.rows(survey_id)) == expected
+    assert len(live.smtp.handler.messages) == len(seeded.eligible)
+    assert len(live.sandbox.state()["notes"][conversation]) == 1
+
+
+def test_csat_and_ces_side_by_side_on_one_connection(live):
+    seeded = live.sandbox.seeded
+    with live.app.app_context():
+        csat = add_survey(live.connection_id, "csat", 3)
+        ces = add_survey(live.connection_id, "ces", 7)
+    live.start("worker", "worker")
+    live.start("scheduler", "scheduler")
+    expected = len(seeded.eligible) + len(seeded.skipped)
+    for survey_id in (csat, ces):
+        wait_until(lambda s=survey_id: live.settled(s, expected), what="both surveys to settle")
+    # No cooldown for CSAT and CES: the customer's second ticket is surveyed as well.
+    assert len(live.smtp.handler.messages) == 2 * (len(seeded.eligible) + 1)
+    conversation = seeded.eligible[2]
+    email = live.rows(csat)[conversation].requester_email
+    messages = [m for m in live.smtp.handler.messages if m["To"].addresses[0].addr_spec == email]
+    by_links = {
+        len(re.findall(r"/r/\S+/\d+\s", m.get_body(("plain",)).get_content())): m for m in messages
+    }
+    answer_like_a_browser(live, by_links[3], 3, "Great")
+    answer_like_a_browser(live, by_links[7], 6, "Easy")
+    wait_until(
+        lambda: (
+            live.sandbox.state()["custom"].get(conversation)
+            == {"surveyhubCsatScoreNum": 3, "surveyhubCesScoreNum": 6}
+        ),
+        what="both write-backs",
+    )
+    notes = sorted(n["body"] for n in live.sandbox.state()["notes"][conversation])
+    assert notes == [
+        f'CES 6/7 (positive) from {email} — "Easy" — via SurveyHub',
+        f'CSAT 3/3 (positive) from {email} — "Great" — via SurveyHub',
+    ]
+
+
+def assert_nothing_lost_or_doubled(live: Live, survey_id: int) -> None:
+    """Every ticket ends sent, skipped, failed or unknown with a reason; no email twice."""
+    seeded = live.sandbox.seeded
+    rows = live.rows(survey_id)
+    assert len(rows) == len(seeded.eligible) + len(seeded.skipped)
+    for row in rows.values():
+        assert row.state in FINAL
+        if row.state != "sent":
+            assert row.skip_reason or row.error
+    recipients = live.recipients()
+    assert len(recipients) == len(set(recipients)), "an email was sent twice"
+    sent = {rows[t].requester_email for t in seeded.eligible if rows[t].state == "sent"}
+    assert sent <= set(recipients)
+
+
+def rate_first(live: Live, survey_id: int, score: int = 8) -> str:
+    conversation = live.sandbox.seeded.eligible[0]
+    email = live.rows(survey_id)[conversation].requester_email
+    message = next(m for m in live.smtp.handler.messages if m["To"].addresses[0].addr_spec == email)
+    answer_like_a_browser(live, message, score, "ok")
+    return conversation
+
+
+def test_helpdesk_5xx_429_and_slow_answers_during_scan_and_write_back(live):
+    with live.app.app_context():
+        survey_id = add_survey(live.connection_id)
+    live.sandbox.faults(fail=[502, 503, 500], burst_429=3, reset_in=2, slow=0.2)
+    live.start("worker", "worker")
+    live.start("scheduler", "scheduler")
+    expected = len(live.sandbox.seeded.eligible) + len(live.sandbox.seeded.skipped)
+    wait_until(lambda: live.settled(survey_id, expected), timeout=90, what="the scan")
+    assert_nothing_lost_or_doubled(live, survey_id)
+    assert all(
+        r.state == "sent"
+        for t, r in live.rows(survey_id).items()
+        if t in live.sandbox.seeded.eligible
+    )
+    live.sandbox.faults(apply_then_fail=[502], burst_429=2, reset_in=2, fail=[503])
+    conversation = rate_first(live, survey_id)
+    wait_until(
+        lambda: all(w.state == "done" for w in live.write_backs()) and live.write_backs(),
+        timeout=90,
+        what="the write-back",
+    )
+    assert len(live.sandbox.state()["notes"][conversation]) == 1
+
+
+def test_worker_killed_mid_send_never_sends_twice(live):
+    live.smtp.handler.delay = 4
+    with live.app.app_context():
+        survey_id = add_survey(live.connection_id)
+    live.start("worker", "worker")
+    live.start("scheduler", "scheduler")
+    wait_until(
+        lambda: any(r.state == "sending" for r in live.rows(survey_id).values()),
+        what="a send in progress",
+    )
+    live.kill("worker")
+    interrupted = {t for t, r in live.rows(survey_id).items() if r.state == "sending"}
+    live.smtp.handler.delay = 0
+    live.start("worker", "worker")
+    expected = len(live.sandbox.seeded.eligible) + len(live.sandbox.seeded.skipped)
+    wait_until(lambda: live.settled(survey_id, expected), timeout=90, what="settling")
+    rows = live.rows(survey_id)
+    assert {rows[t].state for t in interrupted} == {"unknown"}
+    assert_nothing_lost_or_doubled(live, survey_id)
+
+
+def test_worker_killed_mid_write_back_writes_one_note(live):
+    with live.app.app_context():
+        survey_id = add_survey(live.connection_id)
+    live.start("worker", "worker")
+    live.start("scheduler", "scheduler")
+    expected = len(live.sandbox.seeded.eligible) + len(live.sandbox.seeded.skipped)
+    wait_until(lambda: live.settled(survey_id, expected), what="the sends")
+    # Slower than usual, but faster than the lease (HUB_SENDING_TIMEOUT, 3 s here): in
+    # production the lease (10 min) is far longer than any request (30 s read timeout).
+    live.sandbox.faults(slow=2)
+    conversation = rate_first(live, survey_id)
+    wait_until(
+        lambda: any(w.state == "running" for w in live.write_backs()),
+        what="a write-back in progress",
+    )
+    live.kill("worker")
+    live.sandbox.faults(slow=0)
+    live.start("worker", "worker")
+    wait_until(
+        lambda: live.write_backs() and all(w.state == "done" for w in live.write_backs()),
+        timeout=90,
+        what="the write-back to finish",
+    )
+    state = live.sandbox.state()
+    assert len(state["notes"][conversation]) == 1
+    assert state["custom"][conversation] == {"surveyhubNpsScoreNum": 8}
+
+
+def test_redis_flushed_mid_run_loses_nothing(live, redis_client):
+    live.smtp.handler.delay = 0.5
+    with live.app.app_context():
+        survey_id = add_survey(live.connection_id)
+    live.start("worker", "worker")
+    live.start("scheduler", "scheduler")
+    wait_until(
+        lambda: any(r.state == "sent" for r in live.rows(survey_id).values()),
+        what="the first email",
+    )
+    redis_client.flushall()
+    expected = len(live.sandbox.seeded.eligible) + len(live.sandbox.seeded.skipped)
+    wait_until(lambda: live.settled(survey_id, expected), timeout=90, what="settling")
+    assert_nothing_lost_or_doubled(live, survey_id)
+    rows = live.rows(survey_id)
+    assert all(rows[t].state in {"sent", "unknown"} for t in live.sandbox.seeded.eligible)
+
+
+def test_smtp_down_then_back(live):
+    from sqlalchemy import update
+
+    live.smtp.stop()  # connection refused from now on
+    with live.app.app_context():
+        survey_id = add_survey(live.connection_id)
+    live.start("worker", "worker")
+    live.start("scheduler", "scheduler")
+    eligible = live.sandbox.seeded.eligible
+    wait_until(
+        lambda: all((r := live.rows(survey_id).get(t)) and r.error for t in eligible),
+        what="sends to fail while SMTP is down",
+    )
+    assert all(live.rows(survey_id)[t].state == "pending" for t in eligible)
+    from aiosmtpd.controller import Controller
+
+    from tests.conftest import CollectingHandler
+
+    back = Controller(CollectingHandler(), hostname="127.0.0.1", port=live.smtp.port)
+    back.start()  # back, on the same port
+    live.smtp = back
+    with live.app.app_context():  # as if the retry time had come
+        db.session.execute(update(Delivery).values(next_attempt_at=None))
+        db.session.commit()
+    wait_until(
+        lambda: all(live.rows(survey_id)[t].state == "sent" for t in eligible),
+        timeout=60,
+        what="sending once SMTP is back",
+    )
+    assert_nothing_lost_or_doubled(live, survey_id)
+    back.stop()
