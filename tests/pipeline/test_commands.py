@@ -1,0 +1,100 @@
+"""The pipeline's commands, driven like an admin would from a terminal."""
+
+from __future__ import annotations
+
+import re
+
+from hub.cli import cli
+from hub.suppressions import suppress
+from surveyhub_kustomer.sandbox.org import UNSUBSCRIBED
+from tests.kustomer.conftest import sandbox  # noqa: F401  (a fixture)
+
+
+def test_connect_create_activate_preview_scan_and_inspect(app, runner, sandbox, redis_client):  # noqa: F811
+    app.config["HUB_ALLOWED_HELPDESK_URLS"] = [sandbox.url]
+    with app.app_context():
+        suppress(UNSUBSCRIBED, "unsubscribed")
+    connected = runner.invoke(
+        cli,
+        ["connect", "kustomer", "--name", "Sandbox", "--setting", f"url={sandbox.url}"],
+        input=f"{sandbox.seeded.api_key}\n",
+    )
+    assert connected.exit_code == 0, connected.output
+    assert "with the key 'SurveyHub sandbox key'" in connected.output
+    assert sandbox.seeded.api_key not in connected.output  # the prompt hides it
+    connection_id = re.search(r"Saved connection (\d+)", connected.output).group(1)
+
+    created = runner.invoke(
+        cli,
+        [
+            "survey",
+            "create",
+            "--connection",
+            connection_id,
+            "--metric",
+            "nps",
+            "--set",
+            'excluded_tags=["5f0000000000000000000e01"]',
+            "--set",
+            "company_name=Acme",
+        ],
+    )
+    assert created.exit_code == 0, created.output
+    survey_id = re.search(r"Created survey (\d+)", created.output).group(1)
+
+    refused = runner.invoke(cli, ["scan", survey_id])
+    assert refused.exit_code == 1 and "not active" in refused.output
+    assert runner.invoke(cli, ["activate", survey_id, "--lookback-days", "30"]).exit_code == 0
+
+    preview = runner.invoke(cli, ["scan", survey_id, "--dry-run"])
+    assert preview.exit_code == 0, preview.output
+    decisions = [line for line in preview.output.splitlines() if line.startswith("0000")]
+    assert len(decisions) == len(sandbox.seeded.eligible) + len(sandbox.seeded.skipped)
+    assert sum(line.endswith("  send") for line in decisions) == len(sandbox.seeded.eligible)
+
+    scanned = runner.invoke(cli, ["scan", survey_id])
+    assert scanned.exit_code == 0, scanned.output
+    assert f"{len(sandbox.seeded.eligible)} pending" in scanned.output
+    log = runner.invoke(cli, ["deliveries", survey_id, "--state", "skipped"])
+    assert "(wrong channel)" in log.output and "(excluded tag)" in log.output
+
+    assert runner.invoke(cli, ["write-backs"]).exit_code == 0
+    missing = runner.invoke(cli, ["write-backs", "--retry", "999"])
+    assert missing.exit_code == 1 and "not failed or pending" in missing.output
+
+
+def test_connect_refuses_a_wrong_key_with_kustomers_reason(app, runner, sandbox):  # noqa: F811
+    app.config["HUB_ALLOWED_HELPDESK_URLS"] = [sandbox.url]
+    result = runner.invoke(
+        cli,
+        [
+            "connect",
+            "kustomer",
+            "--name",
+            "S",
+            "--setting",
+            f"url={sandbox.url}",
+            "--setting",
+            "api_key=wrong",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "Kustomer refused the API key" in result.output
+
+
+def test_connect_refuses_an_unknown_host(app, runner):
+    result = runner.invoke(
+        cli,
+        [
+            "connect",
+            "kustomer",
+            "--name",
+            "S",
+            "--setting",
+            "url=https://evil.example",
+            "--setting",
+            "api_key=k",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "is not a Kustomer address" in result.output
