@@ -10,6 +10,7 @@ from hub.connections import open_helpdesk
 from hub.emails import metric_of
 from hub.extensions import db
 from hub.helpdesk import HelpdeskError
+from hub.jobs import enqueue_once
 from hub.models import Delivery
 from hub.models import DeliveryState
 from hub.models import Survey
@@ -40,6 +41,10 @@ def activate(survey: Survey, lookback_days: int = 0) -> None:
     survey.active = True
     survey.last_scan_error = ""
     db.session.commit()
+    # The first scan now, not at the next tick of the scheduler.
+    from hub.pipeline.scan import scan_survey
+
+    enqueue_once(scan_survey, f"scan:{survey.id}", survey.id)
 
 
 def deactivate(survey: Survey) -> int:

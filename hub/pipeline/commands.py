@@ -156,8 +156,9 @@ def add_commands(cli: click.Group) -> None:
     @cli.command()
     @click.argument("survey_id", type=int)
     @click.option("--dry-run", is_flag=True, help="Only show what would be decided.")
+    @click.option("--lookback-days", default=0, type=int, help="With --dry-run before activation.")
     @with_appcontext
-    def scan(survey_id: int, dry_run: bool) -> None:
+    def scan(survey_id: int, dry_run: bool, lookback_days: int) -> None:
         """Scan the helpdesk now (with --dry-run: list each ticket's decision)."""
         from hub.pipeline.scan import scan_survey
 
@@ -176,7 +177,9 @@ def add_commands(cli: click.Group) -> None:
             elif seen % 100 == 0:
                 click.echo(f"… {seen} tickets", err=True)
 
-        report = scan_survey(survey_id, dry_run=dry_run, on_decision=show)
+        report = scan_survey(
+            survey_id, dry_run=dry_run, on_decision=show, lookback_days=lookback_days
+        )
         if report.locked:
             raise click.ClickException("Another scan of this survey is running.")
         verb = "would send" if dry_run else "pending"

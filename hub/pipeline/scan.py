@@ -54,8 +54,9 @@ class ScanReport:
 Decision = Callable[[Ticket, str | None], None]
 
 
-def _window(survey: Survey, settings: dict, now) -> ScanWindow:
-    resolved_after = (survey.watermark or survey.activated_at or now) - OVERLAP
+def _window(survey: Survey, settings: dict, now, lookback: timedelta) -> ScanWindow:
+    start = survey.watermark if survey.active and survey.watermark else now - lookback
+    resolved_after = start - OVERLAP
     return ScanWindow(
         resolved_after=resolved_after,
         resolved_before=now - timedelta(hours=settings["delay_hours"]),
@@ -72,11 +73,15 @@ def _has_delivery(survey_id: int, ticket_id: str) -> bool:
 
 
 def scan_survey(
-    survey_id: int, dry_run: bool = False, on_decision: Decision | None = None
+    survey_id: int,
+    dry_run: bool = False,
+    on_decision: Decision | None = None,
+    lookback_days: int = 0,
 ) -> ScanReport:
     """Scan one survey's helpdesk and record a `Delivery` per new ticket that is due.
 
-    A dry run decides the same way and reports through `on_decision`, writing nothing.
+    A dry run decides the same way and reports through `on_decision`, writing nothing;
+    on an inactive survey it previews activation with `lookback_days`.
     Pending deliveries are handed to `send_delivery` jobs; the watermark advances only
     after a complete scan, so an interrupted one is simply repeated.
     """
@@ -91,7 +96,7 @@ def scan_survey(
         report.locked = True
         return report
     try:
-        _scan(survey, report, dry_run, on_decision)
+        _scan(survey, report, dry_run, on_decision, timedelta(days=lookback_days))
     except Exception as exc:
         if not dry_run:
             db.session.rollback()
@@ -104,12 +109,14 @@ def scan_survey(
     return report
 
 
-def _scan(survey: Survey, report: ScanReport, dry_run: bool, on_decision) -> None:
+def _scan(
+    survey: Survey, report: ScanReport, dry_run: bool, on_decision, lookback: timedelta
+) -> None:
     from hub.pipeline.send import send_delivery
 
     now = utcnow()
     settings = effective_settings(metric_of(survey), survey.settings or {})
-    window = _window(survey, settings, now)
+    window = _window(survey, settings, now, lookback)
     created: list[int] = []
     planned: set[str] | None = set() if dry_run else None
     for ticket in open_helpdesk(survey.connection).scan(window):

@@ -44,13 +44,13 @@ def test_connect_create_activate_preview_scan_and_inspect(app, runner, sandbox, 
 
     refused = runner.invoke(cli, ["scan", survey_id])
     assert refused.exit_code == 1 and "not active" in refused.output
-    assert runner.invoke(cli, ["activate", survey_id, "--lookback-days", "30"]).exit_code == 0
-
-    preview = runner.invoke(cli, ["scan", survey_id, "--dry-run"])
+    preview = runner.invoke(cli, ["scan", survey_id, "--dry-run", "--lookback-days", "30"])
     assert preview.exit_code == 0, preview.output
     decisions = [line for line in preview.output.splitlines() if line.startswith("0000")]
     assert len(decisions) == len(sandbox.seeded.eligible) + len(sandbox.seeded.skipped)
     assert sum(line.endswith("  send") for line in decisions) == len(sandbox.seeded.eligible)
+    assert runner.invoke(cli, ["activate", survey_id, "--lookback-days", "30"]).exit_code == 0
+    assert redis_client.llen("rq:queue:default") == 1  # the first scan, right away
 
     scanned = runner.invoke(cli, ["scan", survey_id])
     assert scanned.exit_code == 0, scanned.output

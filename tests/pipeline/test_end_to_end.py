@@ -340,6 +340,15 @@ def test_redis_flushed_mid_run_loses_nothing(live, redis_client):
     assert_nothing_lost_or_doubled(live, survey_id)
     rows = live.rows(survey_id)
     assert all(rows[t].state in {"sent", "unknown"} for t in live.sandbox.seeded.eligible)
+    # A rating, then Redis loses everything again before its write-back ran.
+    conversation = rate_first(live, survey_id)
+    redis_client.flushall()
+    wait_until(
+        lambda: live.write_backs() and all(w.state == "done" for w in live.write_backs()),
+        timeout=60,
+        what="the write-back after the flush",
+    )
+    assert len(live.sandbox.state()["notes"][conversation]) == 1
 
 
 def test_smtp_down_then_back(live):
