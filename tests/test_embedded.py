@@ -46,6 +46,19 @@ def wait_ready(proc: subprocess.Popen, port: int, timeout: float = 60) -> None:
     raise AssertionError("surveyhub run did not become ready")
 
 
+def instance_app(instance: Path):
+    """An app on the same SQLite file and bundled Redis as a running `surveyhub run`."""
+    return create_app(
+        {
+            "INSTANCE_PATH": instance,
+            "SECRET_KEY": (instance / "secret_key").read_text().strip(),
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance / 'surveyhub.db'}",
+            "REDIS_URL": f"unix://{embedded_redis_socket(instance)}",
+            "HUB_BASE_URL": "http://127.0.0.1",
+        }
+    )
+
+
 def descendants(proc: subprocess.Popen) -> list[psutil.Process]:
     return psutil.Process(proc.pid).children(recursive=True)
 
@@ -87,15 +100,7 @@ def test_run_starts_everything_processes_a_job_and_stops_cleanly(run_env, tmp_pa
             assert f"-m hub {role}" in names
 
         instance = Path(run_env["HUB_INSTANCE_PATH"])
-        app = create_app(
-            {
-                "INSTANCE_PATH": instance,
-                "SECRET_KEY": (instance / "secret_key").read_text().strip(),
-                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance / 'surveyhub.db'}",
-                "REDIS_URL": f"unix://{embedded_redis_socket(instance)}",
-                "HUB_BASE_URL": "http://127.0.0.1",
-            }
-        )
+        app = instance_app(instance)
         with app.app_context():
             job = enqueue(heartbeat)
         deadline = time.monotonic() + 30
@@ -119,15 +124,7 @@ def test_stopping_during_a_long_job_leaves_no_process(run_env, stop_signal):
     try:
         wait_ready(proc, port)
         instance = Path(run_env["HUB_INSTANCE_PATH"])
-        app = create_app(
-            {
-                "INSTANCE_PATH": instance,
-                "SECRET_KEY": (instance / "secret_key").read_text().strip(),
-                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance / 'surveyhub.db'}",
-                "REDIS_URL": f"unix://{embedded_redis_socket(instance)}",
-                "HUB_BASE_URL": "http://127.0.0.1",
-            }
-        )
+        app = instance_app(instance)
         with app.app_context():
             job = enqueue("time.sleep", 300, job_timeout=600)
         deadline = time.monotonic() + 30

@@ -18,6 +18,7 @@ from hub.helpdesk import ScanWindow
 from hub.helpdesk import Unavailable
 from surveyhub_kustomer.client import KustomerClient
 from surveyhub_kustomer.connector import Kustomer
+from tests.kustomer.clock import Clock
 from tests.kustomer.payloads import BASE
 from tests.kustomer.payloads import conversation
 from tests.kustomer.payloads import customer
@@ -32,22 +33,9 @@ WINDOW = ScanWindow(
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(NOW)
 
 
 @pytest.fixture

@@ -8,27 +8,15 @@ import responses
 from hub.helpdesk import RateLimited
 from surveyhub_kustomer.client import KustomerClient
 from surveyhub_kustomer.ratelimit import RateBudget
+from tests.kustomer.clock import Clock
 from tests.kustomer.payloads import BASE
 
 START = 1_800_000_000.0  # a minute boundary
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(START)
 
 
 def client(redis_client, clock, name="conn-1"):
