@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -166,8 +167,14 @@ class Helpdesk:
         """The helpdesk's human users."""
         raise NotImplementedError
 
-    def scan(self, window: ScanWindow) -> Iterator[Ticket]:
-        """Stream the tickets in `window`, oldest update first, each once."""
+    def scan(
+        self, window: ScanWindow, known: Callable[[str], bool] | None = None
+    ) -> Iterator[Ticket]:
+        """Stream the tickets in `window`, oldest update first, each once.
+
+        Tickets for which `known(id)` is true are yielded without requester details
+        (the hub has decided them already, so looking them up would waste requests).
+        """
         raise NotImplementedError
 
     def fetch_ticket(self, ticket_id: str) -> Ticket:

@@ -49,7 +49,12 @@ def enqueue(func: Callable[..., Any], *args: Any, queue: str = "default", **kwar
 
 
 def enqueue_once(
-    func: Callable[..., Any], marker: str, *args: Any, ttl: int = 300, queue: str = "default"
+    func: Callable[..., Any],
+    marker: str,
+    *args: Any,
+    ttl: int = 300,
+    queue: str = "default",
+    **options: Any,
 ) -> bool:
     """Enqueue `func(*args)` unless it was enqueued under `marker` within `ttl` seconds.
 
@@ -62,7 +67,7 @@ def enqueue_once(
         connection = redis_connection()
         if not connection.set(f"surveyhub:enqueued:{marker}", 1, nx=True, ex=ttl):
             return False
-        get_queue(queue).enqueue(func, *args)
+        get_queue(queue).enqueue(func, *args, **options)
         return True
     except RedisError as exc:
         logging.getLogger(__name__).warning("Could not enqueue %s: %s", marker, exc)

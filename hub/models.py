@@ -167,6 +167,9 @@ class Survey(TimestampMixin, db.Model):
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The earliest resolution time surveyed: activation time minus the look-back.
+    resolved_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Tickets resolved before this were scanned completely (never moves back).
     watermark: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_scan_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_scan_error: Mapped[str] = mapped_column(Text, default="")

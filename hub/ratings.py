@@ -70,10 +70,11 @@ def record_score(
             db.session.rollback()
             return record_score(delivery, value, scale, now, automatic)
     elif rating.value == value and rating.scale == scale:
-        if rating.suspected_scanner and not automatic:
-            rating.suspected_scanner, rating.created_at = False, now
-            db.session.commit()
-        return rating, False
+        if not (rating.suspected_scanner and not automatic):
+            return rating, False
+        # The person confirms the score a scanner happened to leave: it now counts.
+        rating.suspected_scanner, rating.created_at = False, now
+        db.session.commit()
     elif rating.suspected_scanner:
         rating.value, rating.scale = value, scale
         if not automatic:

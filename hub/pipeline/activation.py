@@ -10,7 +10,6 @@ from hub.connections import open_helpdesk
 from hub.emails import metric_of
 from hub.extensions import db
 from hub.helpdesk import HelpdeskError
-from hub.jobs import enqueue_once
 from hub.models import Delivery
 from hub.models import DeliveryState
 from hub.models import Survey
@@ -36,15 +35,15 @@ def activate(survey: Survey, lookback_days: int = 0) -> None:
     except HelpdeskError as exc:
         raise ActivationFailed(f"The helpdesk could not be prepared: {exc}") from exc
     now = utcnow()
-    survey.watermark = now - timedelta(days=lookback_days)
+    survey.resolved_since = survey.watermark = now - timedelta(days=lookback_days)
     survey.activated_at = now
     survey.active = True
     survey.last_scan_error = ""
     db.session.commit()
     # The first scan now, not at the next tick of the scheduler.
-    from hub.pipeline.scan import scan_survey
+    from hub.pipeline.scan import enqueue_scan
 
-    enqueue_once(scan_survey, f"scan:{survey.id}", survey.id)
+    enqueue_scan(survey.id)
 
 
 def deactivate(survey: Survey) -> int:

@@ -32,15 +32,15 @@ BATCH = 500
 
 def scan_active_surveys() -> int:
     """Enqueue one scan per active survey; return how many were enqueued."""
-    from hub.pipeline.scan import scan_survey
+    from hub.pipeline.scan import enqueue_scan
 
     ids = db.session.execute(select(Survey.id).where(Survey.active.is_(True))).scalars().all()
-    return sum(enqueue_once(scan_survey, f"scan:{survey_id}", survey_id) for survey_id in ids)
+    return sum(enqueue_scan(survey_id) for survey_id in ids)
 
 
 def reconcile() -> dict[str, int]:
     """Repair and re-enqueue outstanding work from the database; return what it did."""
-    from hub.pipeline.scan import scan_survey
+    from hub.pipeline.scan import enqueue_scan
     from hub.pipeline.send import send_delivery
     from hub.pipeline.writeback import run_write_back
 
@@ -80,7 +80,7 @@ def reconcile() -> dict[str, int]:
         .limit(BATCH)
     ).scalars()
     done["sends"] = sum(
-        enqueue_once(send_delivery, f"send:{delivery_id}", delivery_id)
+        enqueue_once(send_delivery, f"send:{delivery_id}", delivery_id, job_timeout=600)
         for delivery_id in due_deliveries
     )
     due_write_backs = db.session.execute(
@@ -92,7 +92,8 @@ def reconcile() -> dict[str, int]:
         .limit(BATCH)
     ).scalars()
     done["write_backs"] = sum(
-        enqueue_once(run_write_back, f"write-back:{wb_id}", wb_id) for wb_id in due_write_backs
+        enqueue_once(run_write_back, f"write-back:{wb_id}", wb_id, job_timeout=600)
+        for wb_id in due_write_backs
     )
     due_scans = (
         db.session.execute(select(Survey).where(Survey.active.is_(True), Survey.scan_due_at <= now))
@@ -101,7 +102,7 @@ def reconcile() -> dict[str, int]:
     )
     for survey in due_scans:
         survey.scan_due_at = None
-        enqueue_once(scan_survey, f"scan:{survey.id}", survey.id)
+        enqueue_scan(survey.id)
     db.session.commit()
     done["scans"] = len(due_scans)
     if any(done.values()):

@@ -34,9 +34,10 @@ log = logging.getLogger(__name__)
 
 #: Re-read this much before the watermark: search indexes lag a little behind writes.
 OVERLAP = timedelta(hours=1)
-#: A scan holds its survey's lock at most this long (a killed worker's lock expires).
-SCAN_LOCK_SECONDS = 30 * 60
-COMMIT_EVERY = 100
+#: A scan may run this long (a look-back, a catch-up after an outage, rate-limit waits);
+#: its lock lasts as long, so a killed worker's lock expires with it.
+SCAN_TIMEOUT = 2 * 3600
+SCAN_LOCK_SECONDS = SCAN_TIMEOUT
 
 
 @dataclass
@@ -54,9 +55,25 @@ class ScanReport:
 Decision = Callable[[Ticket, str | None], None]
 
 
+def enqueue_scan(survey_id: int) -> bool:
+    """Enqueue a scan of one survey (one job id per survey, so scans never pile up)."""
+    return enqueue_once(
+        scan_survey,
+        f"scan:{survey_id}",
+        survey_id,
+        job_id=f"scan-{survey_id}",
+        job_timeout=SCAN_TIMEOUT,
+    )
+
+
 def _window(survey: Survey, settings: dict, now, lookback: timedelta) -> ScanWindow:
-    start = survey.watermark if survey.active and survey.watermark else now - lookback
-    resolved_after = start - OVERLAP
+    if survey.active and survey.resolved_since:
+        floor = survey.resolved_since
+        # Re-read a little before the watermark (search indexes lag behind writes), but
+        # never before the activation's floor: only tickets resolved since then count.
+        resolved_after = max(floor, (survey.watermark or floor) - OVERLAP)
+    else:  # a dry run previewing activation
+        resolved_after = now - lookback
     return ScanWindow(
         resolved_after=resolved_after,
         resolved_before=now - timedelta(hours=settings["delay_hours"]),
@@ -83,7 +100,8 @@ def scan_survey(
     A dry run decides the same way and reports through `on_decision`, writing nothing;
     on an inactive survey it previews activation with `lookback_days`.
     Pending deliveries are handed to `send_delivery` jobs; the watermark advances only
-    after a complete scan, so an interrupted one is simply repeated.
+    after a complete scan, so an interrupted one is repeated (its recorded tickets are
+    recognised and not looked up again).
     """
     report = ScanReport(survey_id)
     if not dry_run:
@@ -119,7 +137,8 @@ def _scan(
     window = _window(survey, settings, now, lookback)
     created: list[int] = []
     planned: set[str] | None = set() if dry_run else None
-    for ticket in open_helpdesk(survey.connection).scan(window):
+    known = lambda ticket_id: _has_delivery(survey.id, ticket_id)  # noqa: E731
+    for ticket in open_helpdesk(survey.connection).scan(window, known=known):
         report.seen += 1
         if _has_delivery(survey.id, ticket.id):
             report.already += 1
@@ -148,24 +167,27 @@ def _scan(
             state=DeliveryState.SKIPPED.value if reason else DeliveryState.PENDING.value,
             skip_reason=reason,
         )
+        # Committed at once: the next ticket's cooldown sees it, an interrupted scan keeps
+        # its progress, and SQLite's write lock is never held across helpdesk calls.
+        db.session.add(delivery)
         try:
-            with db.session.begin_nested():
-                db.session.add(delivery)  # flushed, so the next ticket's cooldown sees it
+            db.session.commit()
         except IntegrityError:
+            db.session.rollback()
             report.already += 1  # an overlapping scan recorded it first
             continue
         if not reason:
             created.append(delivery.id)
-        if report.seen % COMMIT_EVERY == 0:
-            db.session.commit()
     if dry_run:
         return
-    survey.watermark = window.resolved_before
+    db.session.refresh(survey)
+    if survey.watermark is None or window.resolved_before > survey.watermark:
+        survey.watermark = window.resolved_before  # never backwards
     survey.last_scan_at = now
     survey.last_scan_error = ""
     db.session.commit()
     for delivery_id in created:
-        enqueue_once(send_delivery, f"send:{delivery_id}", delivery_id)
+        enqueue_once(send_delivery, f"send:{delivery_id}", delivery_id, job_timeout=600)
 
 
 def _lock(key: str) -> bool:

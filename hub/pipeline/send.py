@@ -32,8 +32,9 @@ from hub.surveys import effective_settings
 
 log = logging.getLogger(__name__)
 
-#: Give up on a mail server that keeps refusing after this many tries (about a day).
-MAX_ATTEMPTS = 12
+#: Give up on a mail server that keeps refusing after this many tries (about a day:
+#: 1, 2, 4 … 32 minutes, then hourly).
+MAX_ATTEMPTS = 30
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -52,9 +53,23 @@ def send_delivery(delivery_id: int) -> str:
         return delivery.state
     survey = delivery.survey
     if not survey.active:
-        return delivery.state  # deactivation cancels pending deliveries itself
-    settings = effective_settings(metric_of(survey), survey.settings or {})
+        # A scan that was running while the survey was deactivated may still have
+        # recorded it: cancel it like the deactivation did the others.
+        return _set(delivery, DeliveryState.CANCELLED, error="The survey was deactivated.")
+    try:
+        return _check_and_send(delivery, survey, now)
+    except Exception as exc:  # a bug or a missing plugin: show it, retry later
+        db.session.rollback()
+        log.exception("Delivery %s could not be processed", delivery_id)
+        return _later(
+            db.session.get(Delivery, delivery_id),
+            f"Unexpected error: {exc}",
+            now + timedelta(minutes=15),
+        )
 
+
+def _check_and_send(delivery: Delivery, survey, now) -> str:
+    settings = effective_settings(metric_of(survey), survey.settings or {})
     try:
         ticket = open_helpdesk(survey.connection).fetch_ticket(delivery.ticket_id)
     except NotFound:
@@ -119,19 +134,27 @@ def _claim(delivery_id: int, now) -> bool:
     return result.rowcount == 1
 
 
-def _skip(delivery: Delivery, reason: str) -> str:
-    delivery.state = DeliveryState.SKIPPED.value
-    delivery.skip_reason = reason
+def _set(delivery: Delivery, state: DeliveryState | None = None, **values) -> str:
+    """Update a still-pending row; another job may have moved it on meanwhile."""
+    if state is not None:
+        values["state"] = state.value
+    db.session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery.id, Delivery.state == DeliveryState.PENDING.value)
+        .values(updated_at=utcnow(), **values)
+    )
     db.session.commit()
+    db.session.refresh(delivery)
     return delivery.state
+
+
+def _skip(delivery: Delivery, reason: str) -> str:
+    return _set(delivery, DeliveryState.SKIPPED, skip_reason=reason)
 
 
 def _later(delivery: Delivery, error: str, when) -> str:
-    delivery.error = error
-    delivery.next_attempt_at = when
-    db.session.commit()
     log.info("Delivery %s: %s; next try at %s", delivery.id, error, when.isoformat())
-    return delivery.state
+    return _set(delivery, error=error, next_attempt_at=when)
 
 
 def _finish(delivery: Delivery, state: DeliveryState, error: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from datetime import timedelta
 
@@ -28,43 +27,44 @@ from hub.surveys import effective_settings
 log = logging.getLogger(__name__)
 
 
-def note_key(rating: Rating, kind: str) -> str:
-    """The note's `externalId`: one note per rating, score value and comment text."""
-    if kind == "comment":
-        digest = hashlib.sha256(rating.comment.encode()).hexdigest()[:12]
-        return f"surveyhub:{rating.id}:comment:{digest}"
-    return f"surveyhub:{rating.id}:score:{rating.value}"
-
-
-def queue_write_back(rating: Rating, kind: str) -> WriteBack | None:
+def queue_write_back(rating: Rating, kind: str) -> WriteBack:
     """Record that `rating` must be written back; a worker picks it up when it is due.
 
     A score waits a short grace time (`HUB_WRITEBACK_GRACE`), so a comment typed right
-    after the click lands in the same note. A comment that arrives while the score's
-    write-back is still waiting needs nothing more: the note is worded when it is sent.
+    after the click lands in the same note. While a write-back of the rating is still
+    pending, nothing new is created: the note is worded from the rating when it is sent,
+    so a changed score or a quick comment never makes a second note.
     """
-    if kind == "comment":
-        waiting = db.session.execute(
-            select(WriteBack.id).where(
-                WriteBack.rating_id == rating.id,
-                WriteBack.kind == "score",
-                WriteBack.state == WriteBackState.PENDING.value,
-                WriteBack.attempts == 0,
-            )
-        ).first()
-        if waiting:
-            return None
+    now = utcnow()
     grace = timedelta(seconds=current_app.config["HUB_WRITEBACK_GRACE"])
+    waiting = (
+        db.session.execute(
+            select(WriteBack)
+            .where(
+                WriteBack.rating_id == rating.id, WriteBack.state == WriteBackState.PENDING.value
+            )
+            .order_by(WriteBack.id.desc())
+        )
+        .scalars()
+        .first()
+    )
+    if waiting is not None:
+        if kind == "score":
+            waiting.next_attempt_at = now + grace  # also wakes one parked for a scanner
+            db.session.commit()
+        return waiting
     write_back = WriteBack(
         rating_id=rating.id,
         kind=kind,
-        note_external_id=note_key(rating, kind),
-        next_attempt_at=utcnow() + grace if kind == "score" and grace else None,
+        next_attempt_at=now + grace if kind == "score" and grace else None,
     )
     db.session.add(write_back)
+    db.session.flush()
+    # One note per write-back: its id makes the note's externalId, so retries find it.
+    write_back.note_external_id = f"surveyhub:{rating.id}:{write_back.id}"
     db.session.commit()
     if write_back.next_attempt_at is None:
-        enqueue_once(run_write_back, f"write-back:{write_back.id}", write_back.id)
+        enqueue_once(run_write_back, f"write-back:{write_back.id}", write_back.id, job_timeout=600)
     return write_back
 
 
@@ -77,6 +77,20 @@ def run_write_back(write_back_id: int) -> str:
     """Post the note and set the custom attribute for one write-back; return its state."""
     forget_enqueued(f"write-back:{write_back_id}")
     now = utcnow()
+    waiting = db.session.get(WriteBack, write_back_id)
+    if waiting is not None and waiting.rating.suspected_scanner:
+        # Clicks that look like a mail scanner's: wait for the person to confirm (their
+        # click wakes this write-back up), rather than write a machine's score.
+        db.session.execute(
+            update(WriteBack)
+            .where(WriteBack.id == write_back_id, WriteBack.state == WriteBackState.PENDING.value)
+            .values(
+                next_attempt_at=now + timedelta(days=1),
+                last_error="Waiting: the score looks like a mail scanner's clicks.",
+            )
+        )
+        db.session.commit()
+        return WriteBackState.PENDING.value
     claimed = db.session.execute(
         update(WriteBack)
         .where(
@@ -90,6 +104,20 @@ def run_write_back(write_back_id: int) -> str:
     write_back = db.session.get(WriteBack, write_back_id)
     if claimed.rowcount != 1:
         return write_back.state if write_back else "missing"
+    try:
+        return _write(write_back, now)
+    except Exception as exc:  # a bug or a missing plugin: show it, retry later
+        db.session.rollback()
+        log.exception("Write-back %s failed unexpectedly", write_back_id)
+        write_back = db.session.get(WriteBack, write_back_id)
+        write_back.state = WriteBackState.PENDING.value
+        write_back.last_error = f"Unexpected error: {exc}"
+        write_back.next_attempt_at = now + retry_delay(write_back.attempts)
+        db.session.commit()
+        return write_back.state
+
+
+def _write(write_back: WriteBack, now) -> str:
     rating = write_back.rating
     delivery = rating.delivery
     survey = delivery.survey
@@ -147,5 +175,5 @@ def retry_write_back(write_back_id: int) -> bool:
     write_back.state = WriteBackState.PENDING.value
     write_back.next_attempt_at = None
     db.session.commit()
-    enqueue_once(run_write_back, f"write-back:{write_back.id}", write_back.id)
+    enqueue_once(run_write_back, f"write-back:{write_back.id}", write_back.id, job_timeout=600)
     return True

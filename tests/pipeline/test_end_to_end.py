@@ -3,6 +3,7 @@ scheduler` processes, an SMTP server and the Kustomer sandbox over HTTP, with fa
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import time
 from dataclasses import dataclass
 from dataclasses import field
 
+import psutil
 import pytest
 import requests
 from flask_migrate import upgrade
@@ -21,6 +23,7 @@ from hub.app import create_app
 from hub.extensions import db
 from hub.models import Connection
 from hub.models import Delivery
+from hub.models import Survey
 from hub.models import WriteBack
 from hub.pipeline.scan import scan_survey
 from hub.suppressions import suppress
@@ -42,7 +45,8 @@ def wait_until(predicate, timeout=60.0, what="the condition", live=None):
             return
         time.sleep(0.2)
     logs = LIVE[0].log_tail() if LIVE else ""
-    raise AssertionError(f"Timed out waiting for {what}\n{logs}")
+    states = LIVE[0].states() if LIVE else ""
+    raise AssertionError(f"Timed out waiting for {what}\n{states}\n{logs}")
 
 
 LIVE: list = []
@@ -72,11 +76,19 @@ class Live:
         )
 
     def kill(self, name: str) -> None:
+        """SIGKILL the process and the work horse it forked, as a crash would."""
         process = self.processes.pop(name)
+        family = psutil.Process(process.pid).children(recursive=True)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
-        # Its work horse may live on for a moment; kill what it left.
-        subprocess.run(["pkill", "-KILL", "-f", "rq:work-horse"], check=False)
+        for child in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+
+    def stop(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.terminate()
+        process.wait(timeout=30)
 
     def stop_all(self) -> None:
         for process in self.processes.values():
@@ -91,6 +103,15 @@ class Live:
         with self.app.app_context():
             query = select(Delivery).where(Delivery.survey_id == survey_id)
             return {row.ticket_id: row for row in db.session.execute(query).scalars()}
+
+    def states(self) -> str:
+        with self.app.app_context():
+            rows = db.session.execute(select(Delivery)).scalars().all()
+            return "\n".join(
+                f"delivery {r.id} survey {r.survey_id} {r.ticket_id} {r.state} "
+                f"{r.skip_reason or ''} {r.error} next={r.next_attempt_at}"
+                for r in rows
+            )
 
     def write_backs(self) -> list[WriteBack]:
         with self.app.app_context():
@@ -185,8 +206,14 @@ def test_end_to_end_with_real_parts(live):
     notes = [n["body"] for n in live.sandbox.state()["notes"][conversation]]
     assert notes == [f'NPS 9/10 (promoter) from {email} — "Fast and friendly" — via SurveyHub']
 
+    live.stop("scheduler")  # so the scan below is not the one that finds the lock taken
     with live.app.app_context():
+        survey = db.session.get(Survey, survey_id)
+        survey.watermark = survey.resolved_since  # re-read everything since activation
+        db.session.commit()
         report = scan_survey(survey_id)
+    assert not report.locked
+    assert report.already == expected
     assert (report.pending, sum(report.skipped.values())) == (0, 0)
     time.sleep(2)  # a few more scheduler ticks
     assert len(live.rows(survey_id)) == expected

@@ -308,3 +308,117 @@ def test_a_webhook_resolution_asks_for_a_scan_when_the_ticket_is_due(hub, redis_
         redis_client.flushdb()
         assert reconcile()["scans"] == 1
         assert db.session.get(Survey, hub.survey_id).scan_due_at is None
+
+
+def test_a_changed_score_makes_one_note_with_the_final_score(hub):
+    conversation, row, token = rated_delivery(hub)
+    client = hub.app.test_client()
+    client.post(f"/r/{token}/9")
+    client.post(f"/r/{token}/7")
+    run_write_backs(hub)
+    assert [n["body"] for n in hub.sandbox.state()["notes"][conversation]] == [
+        f"NPS 7/10 (passive) from {row.requester_email} — via SurveyHub"
+    ]
+
+
+def test_a_scanners_clicks_are_not_written_back_until_the_person_confirms(hub):
+    conversation, row, token = rated_delivery(hub)
+    client = hub.app.test_client()
+    for score in (0, 5, 10):
+        client.post(f"/r/{token}/{score}", data={"auto": "1"})
+    with hub.app.app_context():
+        (item,) = db.session.execute(select(WriteBack)).scalars().all()
+        assert run_write_back(item.id) == "pending"
+        assert "scanner" in db.session.get(WriteBack, item.id).last_error
+    assert conversation not in hub.sandbox.state()["notes"]
+    client.post(f"/r/{token}/10")  # the person presses the button on the same score
+    run_write_backs(hub)
+    assert [n["body"] for n in hub.sandbox.state()["notes"][conversation]] == [
+        f"NPS 10/10 (promoter) from {row.requester_email} — via SurveyHub"
+    ]
+
+
+def test_without_look_back_only_tickets_resolved_after_activation_count(hub):
+    org = hub.sandbox.org
+    person = org.add_customer("Timely", ["timely@example.com"])
+    agent = next(iter(org.users))
+    before = org.add_conversation(
+        person, assignee=agent, resolved_ago=timedelta(hours=51), updated_ago=timedelta(hours=51)
+    )
+    after = org.add_conversation(
+        person, assignee=agent, resolved_ago=timedelta(hours=49), updated_ago=timedelta(hours=49)
+    )
+    with hub.app.app_context():
+        survey_id = add_survey(hub.connection_id, "csat", 3)
+        # As if it had been activated (without look-back) 50 hours ago.
+        survey = db.session.get(Survey, survey_id)
+        survey.resolved_since = survey.watermark = utcnow() - timedelta(hours=50)
+        db.session.commit()
+        since = survey.resolved_since
+        scan_survey(survey_id)
+        scan_survey(survey_id)  # the watermark never moves back to let older ones in
+        rows = deliveries(hub.app, survey_id)
+    assert after in rows and before not in rows
+    assert all(row.resolved_at >= since for row in rows.values())
+
+
+def test_permanent_and_uncertain_smtp_outcomes(hub):
+    with hub.app.app_context():
+        scan_survey(hub.survey_id)
+    rows = [
+        r for t, r in deliveries(hub.app, hub.survey_id).items() if t in hub.sandbox.seeded.eligible
+    ]
+    hub.smtp.handler.reply = "550 5.1.1 No such mailbox"
+    with hub.app.app_context():
+        assert send_delivery(rows[0].id) == "failed"
+    assert (
+        "550 5.1.1 No such mailbox" in deliveries(hub.app, hub.survey_id)[rows[0].ticket_id].error
+    )
+
+    from hub.mail import Mailer
+    from hub.mail import UncertainMailError
+
+    def broken(self, message):
+        raise UncertainMailError("The connection broke while sending")
+
+    hub.smtp.handler.reply = "250 OK"
+    original = Mailer.send
+    Mailer.send = broken
+    try:
+        with hub.app.app_context():
+            assert send_delivery(rows[1].id) == "unknown"
+            assert send_delivery(rows[1].id) == "unknown"  # never tried again
+    finally:
+        Mailer.send = original
+    assert hub.smtp.handler.messages == []
+
+
+def test_a_mail_server_that_never_comes_back_is_given_up(hub):
+    from hub.pipeline.send import MAX_ATTEMPTS
+
+    with hub.app.app_context():
+        scan_survey(hub.survey_id)
+        row = deliveries(hub.app, hub.survey_id)[hub.sandbox.seeded.eligible[0]]
+        hub.app.config["SMTP_PORT"] = 9
+        db.session.execute(
+            update(Delivery).where(Delivery.id == row.id).values(attempts=MAX_ATTEMPTS - 1)
+        )
+        db.session.commit()
+        assert send_delivery(row.id) == "failed"
+        assert "Gave up after" in db.session.get(Delivery, row.id).error
+
+
+def test_a_delivery_recorded_after_deactivation_is_cancelled_not_sent(hub):
+    with hub.app.app_context():
+        scan_survey(hub.survey_id)
+        survey = db.session.get(Survey, hub.survey_id)
+        survey.active = False  # as if deactivated while that scan ran
+        db.session.commit()
+    send_pending(hub.app, hub.survey_id)
+    states = {
+        r.state
+        for t, r in deliveries(hub.app, hub.survey_id).items()
+        if t in hub.sandbox.seeded.eligible
+    }
+    assert states == {"cancelled"}
+    assert hub.smtp.handler.messages == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections import deque
+from collections.abc import Callable
 from collections.abc import Iterator
 from datetime import UTC
 from datetime import datetime
@@ -146,7 +147,9 @@ class Kustomer(Helpdesk):
             "sort": [{"conversation_updated_at": "asc"}],
         }
 
-    def scan(self, window: ScanWindow) -> Iterator[Ticket]:
+    def scan(
+        self, window: ScanWindow, known: Callable[[str], bool] | None = None
+    ) -> Iterator[Ticket]:
         """Stream conversations last resolved in the window, oldest `updatedAt` first.
 
         Paging is by keyset: after each page the search is asked again from the last
@@ -173,7 +176,8 @@ class Kustomer(Helpdesk):
                 seen_order.append(conversation["id"])
                 if len(seen_order) > SEEN_IDS:
                     seen.discard(seen_order.popleft())
-                yield self._ticket(conversation, window, customers)
+                already = known is not None and known(conversation["id"])
+                yield self._ticket(conversation, None if already else window, customers, already)
             if not (result.get("links") or {}).get("next"):
                 return
             if last_updated is not None and last_updated != updated_from:
@@ -195,6 +199,7 @@ class Kustomer(Helpdesk):
         conversation: dict[str, Any],
         window: ScanWindow | None,
         customers: OrderedDict[str, dict[str, Any]],
+        skip_requester: bool = False,
     ) -> Ticket:
         attributes = conversation.get("attributes") or {}
         first_in = attributes.get("firstMessageIn") or {}
@@ -205,9 +210,12 @@ class Kustomer(Helpdesk):
             ((conversation.get("relationships") or {}).get("customer") or {}).get("data") or {}
         ).get("id")
         status = attributes.get("status") or ""
-        wanted = window is None or (
-            (window.channels is None or channel in window.channels)
-            and (window.statuses is None or status in window.statuses)
+        wanted = not skip_requester and (
+            window is None
+            or (
+                (window.channels is None or channel in window.channels)
+                and (window.statuses is None or status in window.statuses)
+            )
         )
         customer: dict[str, Any] = {}
         if customer_id and wanted:
