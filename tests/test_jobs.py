@@ -164,3 +164,16 @@ def test_second_scheduler_process_waits_then_takes_over(sqlite_app, subprocess_e
     log = second_err.decode()
     assert "Another scheduler is active; waiting to take over." in log
     assert "Took over as the active scheduler." in log
+
+
+def test_a_standby_takes_over_when_the_leaders_lease_runs_out(sqlite_app, redis_client):
+    from hub.scheduler import LEADER_KEY
+
+    leader, standby = Scheduler(sqlite_app), Scheduler(sqlite_app)
+    assert leader.acquire()
+    assert not standby.acquire()
+    # The leader dies without releasing: its lease runs out (shortened here).
+    redis_client.pexpire(LEADER_KEY, 50)
+    assert wait_for(lambda: redis_client.get(LEADER_KEY) is None, timeout=5)
+    assert standby.acquire()
+    assert not leader.acquire()  # a leader that comes back waits its turn

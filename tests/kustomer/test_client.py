@@ -438,3 +438,18 @@ def test_a_2xx_that_is_not_json_is_explained(kustomer):
     responses.get(f"{BASE}/auth/tokens/current", body="<html>captive portal</html>")
     with pytest.raises(Unavailable, match="not JSON"):
         kustomer.verify()
+
+
+@responses.activate
+def test_an_expiring_jwt_key_is_warned_about(clock):
+    import base64
+
+    def part(data):
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    key = f"{part({'alg': 'HS256'})}.{part({'exp': 1_900_000_000, 'orgName': 'acme'})}.sig"
+    client = KustomerClient(BASE, key, sleep=clock.sleep, clock=clock)
+    kustomer = Kustomer({"url": "acme"}, {"api_key": key}, client=client)
+    responses.get(f"{BASE}/auth/tokens/current", json=token(["org.admin", "org.user"]))
+    (warning,) = kustomer.verify().warnings
+    assert "expires on 2030-03-17" in warning

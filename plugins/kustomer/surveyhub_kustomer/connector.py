@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 from collections import OrderedDict
 from collections import deque
@@ -66,6 +68,19 @@ def parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
+def token_expiry(secrets: dict[str, Any]) -> str | None:
+    """The API key's own expiry (the JWT `exp` claim) as an ISO date, if it has one."""
+    parts = str(secrets.get("api_key", "")).split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        exp = payload.get("exp") if isinstance(payload, dict) else None
+        return datetime.fromtimestamp(float(exp), UTC).isoformat() if exp else None
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
 def iso(moment: datetime) -> str:
     """An aware datetime as Kustomer's UTC ISO format."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
@@ -103,7 +118,9 @@ class Kustomer(Helpdesk):
         roles = set(attributes.get("roles") or ())
         missing = tuple(need for need in REQUIRED if not has_role(roles, need))
         warnings = []
-        expires = attributes.get("expiresAt") or attributes.get("expireAt")
+        expires = (
+            attributes.get("expiresAt") or attributes.get("expireAt") or token_expiry(self.secrets)
+        )
         if expires:
             warnings.append(
                 f"This key expires on {expires[:10]}; surveys stop then. Create a key with "
