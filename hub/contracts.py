@@ -60,6 +60,13 @@ class Metric:
         """The headline score of `values`, all given on `scale`."""
         raise NotImplementedError
 
+    def count_groups(self, values: Sequence[int], scale: int) -> dict[str, int]:
+        """How many of `values` fall in each group, every group present."""
+        counts = dict.fromkeys(self.groups, 0)
+        for value in values:
+            counts[self.group(value, scale)] += 1
+        return counts
+
     def check(self, value: int, scale: int) -> bool:
         """Whether `value` is a valid answer on `scale`."""
         return scale in self.scales and value in {p.value for p in self.points(scale)}

@@ -17,7 +17,6 @@ from sqlalchemy import select
 from sqlalchemy import update
 
 from hub.extensions import db
-from hub.jobs import enqueue_once
 from hub.models import Delivery
 from hub.models import DeliveryState
 from hub.models import Survey
@@ -41,8 +40,8 @@ def scan_active_surveys() -> int:
 def reconcile() -> dict[str, int]:
     """Repair and re-enqueue outstanding work from the database; return what it did."""
     from hub.pipeline.scan import enqueue_scan
-    from hub.pipeline.send import send_delivery
-    from hub.pipeline.writeback import run_write_back
+    from hub.pipeline.send import enqueue_send
+    from hub.pipeline.writeback import enqueue_write_back
 
     now = utcnow()
     timeout = timedelta(seconds=current_app.config["HUB_SENDING_TIMEOUT"])
@@ -79,10 +78,7 @@ def reconcile() -> dict[str, int]:
         )
         .limit(BATCH)
     ).scalars()
-    done["sends"] = sum(
-        enqueue_once(send_delivery, f"send:{delivery_id}", delivery_id, job_timeout=600)
-        for delivery_id in due_deliveries
-    )
+    done["sends"] = sum(enqueue_send(delivery_id) for delivery_id in due_deliveries)
     due_write_backs = db.session.execute(
         select(WriteBack.id)
         .where(
@@ -91,10 +87,7 @@ def reconcile() -> dict[str, int]:
         )
         .limit(BATCH)
     ).scalars()
-    done["write_backs"] = sum(
-        enqueue_once(run_write_back, f"write-back:{wb_id}", wb_id, job_timeout=600)
-        for wb_id in due_write_backs
-    )
+    done["write_backs"] = sum(enqueue_write_back(wb_id) for wb_id in due_write_backs)
     due_scans = (
         db.session.execute(select(Survey).where(Survey.active.is_(True), Survey.scan_due_at <= now))
         .scalars()

@@ -130,7 +130,7 @@ def scan_survey(
 def _scan(
     survey: Survey, report: ScanReport, dry_run: bool, on_decision, lookback: timedelta
 ) -> None:
-    from hub.pipeline.send import send_delivery
+    from hub.pipeline.send import enqueue_send
 
     now = utcnow()
     settings = effective_settings(metric_of(survey), survey.settings or {})
@@ -187,7 +187,7 @@ def _scan(
     survey.last_scan_error = ""
     db.session.commit()
     for delivery_id in created:
-        enqueue_once(send_delivery, f"send:{delivery_id}", delivery_id, job_timeout=600)
+        enqueue_send(delivery_id)
 
 
 def _lock(key: str) -> bool:

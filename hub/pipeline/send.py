@@ -17,6 +17,7 @@ from hub.extensions import db
 from hub.helpdesk import HelpdeskError
 from hub.helpdesk import NotFound
 from hub.helpdesk import RateLimited
+from hub.jobs import enqueue_once
 from hub.jobs import forget_enqueued
 from hub.mail import Mailer
 from hub.mail import PermanentMailError
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 #: Give up on a mail server that keeps refusing after this many tries (about a day:
 #: 1, 2, 4 … 32 minutes, then hourly).
 MAX_ATTEMPTS = 30
+
+
+def enqueue_send(delivery_id: int) -> bool:
+    """Hand one pending delivery to a worker (once, until that job starts)."""
+    return enqueue_once(send_delivery, f"send:{delivery_id}", delivery_id, job_timeout=600)
 
 
 def retry_delay(attempts: int) -> timedelta:

@@ -64,8 +64,15 @@ def queue_write_back(rating: Rating, kind: str) -> WriteBack:
     write_back.note_external_id = f"surveyhub:{rating.id}:{write_back.id}"
     db.session.commit()
     if write_back.next_attempt_at is None:
-        enqueue_once(run_write_back, f"write-back:{write_back.id}", write_back.id, job_timeout=600)
+        enqueue_write_back(write_back.id)
     return write_back
+
+
+def enqueue_write_back(write_back_id: int) -> bool:
+    """Hand one due write-back to a worker (once, until that job starts)."""
+    return enqueue_once(
+        run_write_back, f"write-back:{write_back_id}", write_back_id, job_timeout=600
+    )
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -175,5 +182,5 @@ def retry_write_back(write_back_id: int) -> bool:
     write_back.state = WriteBackState.PENDING.value
     write_back.next_attempt_at = None
     db.session.commit()
-    enqueue_once(run_write_back, f"write-back:{write_back.id}", write_back.id, job_timeout=600)
+    enqueue_write_back(write_back.id)
     return True

@@ -41,9 +41,7 @@ class CES(Metric):
         return "neutral" if value == 4 else "positive"
 
     def score(self, values: Sequence[int], scale: int) -> Score:
-        counts = {name: 0 for name in self.groups}
-        for value in values:
-            counts[self.group(value, scale)] += 1
+        counts = self.count_groups(values, scale)
         n = len(values)
         mean, margin = mean_and_margin(values)
         return Score(

@@ -49,9 +49,7 @@ class CSAT(Metric):
         return "positive" if value >= positive_min else "neutral"
 
     def score(self, values: Sequence[int], scale: int) -> Score:
-        counts = {name: 0 for name in self.groups}
-        for value in values:
-            counts[self.group(value, scale)] += 1
+        counts = self.count_groups(values, scale)
         n = len(values)
         return Score(
             value=percent(counts["positive"], n),

@@ -33,9 +33,7 @@ class NPS(Metric):
         return "passive" if value >= 7 else "detractor"
 
     def score(self, values: Sequence[int], scale: int) -> Score:
-        counts = {name: 0 for name in self.groups}
-        for value in values:
-            counts[self.group(value, scale)] += 1
+        counts = self.count_groups(values, scale)
         n = len(values)
         promoters, detractors = counts["promoter"], counts["detractor"]
         value = None if not n else percent(promoters, n) - percent(detractors, n)
