@@ -67,14 +67,19 @@ class Metric:
             counts[self.group(value, scale)] += 1
         return counts
 
+    def highest(self, scale: int) -> int:
+        """The best answer's value on `scale` (10 for NPS, 3 for 3-point CSAT)."""
+        return max(point.value for point in self.points(scale))
+
     def check(self, value: int, scale: int) -> bool:
         """Whether `value` is a valid answer on `scale`."""
         return scale in self.scales and value in {p.value for p in self.points(scale)}
 
     def note(self, value: int, scale: int, email: str, comment: str = "") -> str:
         """The internal note written to the helpdesk for one rating."""
-        top = max(p.value for p in self.points(scale))
-        text = f"{self.title} {value}/{top} ({self.group(value, scale)}) from {email}"
+        text = (
+            f"{self.title} {value}/{self.highest(scale)} ({self.group(value, scale)}) from {email}"
+        )
         if comment.strip():
             text += f' — "{comment.strip()}"'
         return text + " — via SurveyHub"

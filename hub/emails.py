@@ -22,16 +22,13 @@ from hub.mail import Mailer
 from hub.models import Delivery
 from hub.models import Survey
 from hub.suppressions import is_suppressed
-from hub.surveys import effective_settings
+from hub.surveys import metric_of
+from hub.surveys import settings_of
 from hub.surveys import text_color_on
 
 
 class Suppressed(Exception):
     """The requester unsubscribed (or was suppressed); nothing is sent to them."""
-
-
-class MetricMissing(LookupError):
-    """The survey's metric plugin is not installed or is blocked."""
 
 
 @dataclass(frozen=True)
@@ -47,25 +44,14 @@ class Recipient:
 SAMPLE_RECIPIENT = Recipient(0, "jane.doe@example.com", "Jane Doe", None)
 
 
-def metric_of(survey: Survey) -> Metric:
-    """The survey's metric, or `MetricMissing` naming the plugin to install."""
-    try:
-        return current_app.extensions["hub"].registry.metrics[survey.metric]
-    except KeyError:
-        raise MetricMissing(
-            f"Survey {survey.id} uses the metric '{survey.metric}', which no installed "
-            "plugin provides (install or unblock it)."
-        ) from None
-
-
 def _link(path: str) -> str:
     return f"{current_app.config['HUB_BASE_URL']}{path}"
 
 
-def email_context(survey: Survey, recipient: Recipient) -> dict[str, Any]:
+def _context(
+    survey: Survey, metric: Metric, settings: dict[str, Any], recipient: Recipient
+) -> dict[str, Any]:
     """Everything the survey email templates show, in the current locale."""
-    metric = metric_of(survey)
-    settings = effective_settings(metric, survey.settings or {})
     company = settings["company_name"]
     token = rating_token(recipient.delivery_id)
     points = [
@@ -108,10 +94,10 @@ def email_context(survey: Survey, recipient: Recipient) -> dict[str, Any]:
 def build_email(survey: Survey, recipient: Recipient, reminder: bool = False) -> EmailMessage:
     """The multipart (plain text + HTML) survey email for one recipient."""
     metric = metric_of(survey)
-    settings = effective_settings(metric, survey.settings or {})
+    settings = settings_of(survey)
     locale = survey_language(settings["language"], recipient.locale)
     with force_locale(locale):
-        context = email_context(survey, recipient)
+        context = _context(survey, metric, settings, recipient)
         context["locale"] = locale
         if reminder:
             context["subject"] = gettext("Reminder: %(subject)s", subject=context["subject"])

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
+from datetime import timedelta
 from typing import Any
 from typing import ClassVar
 
@@ -49,6 +50,10 @@ class RateLimited(HelpdeskError):
     def __init__(self, message: str, retry_at: float) -> None:
         super().__init__(message)
         self.retry_at = retry_at
+
+    def resume_at(self, now: datetime) -> datetime:
+        """When to try again, as a datetime (at least a second after `now`)."""
+        return now + timedelta(seconds=max(1.0, self.retry_at - now.timestamp()))
 
 
 class Unavailable(HelpdeskError):

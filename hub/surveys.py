@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app
 from marshmallow import EXCLUDE
 from marshmallow import Schema
 from marshmallow import fields
@@ -11,6 +12,7 @@ from marshmallow import validate
 
 from hub.contracts import Metric
 from hub.i18n import LANGUAGES
+from hub.models import Survey
 
 BRAND_COLOR = "#2f5bea"
 DARK_TEXT = "#1d2433"
@@ -84,6 +86,26 @@ def defaults(metric: Metric, company_name: str = "our team") -> dict[str, Any]:
         "link_expiry_days": 30,
         "language": "auto",
     }
+
+
+class MetricMissing(LookupError):
+    """The survey's metric plugin is not installed or is blocked."""
+
+
+def metric_of(survey: Survey) -> Metric:
+    """The survey's metric, or `MetricMissing` naming the plugin to install."""
+    try:
+        return current_app.extensions["hub"].registry.metrics[survey.metric]
+    except KeyError:
+        raise MetricMissing(
+            f"Survey {survey.id} uses the metric '{survey.metric}', which no installed "
+            "plugin provides (install or unblock it)."
+        ) from None
+
+
+def settings_of(survey: Survey) -> dict[str, Any]:
+    """The survey's settings over its metric's defaults, validated."""
+    return effective_settings(metric_of(survey), survey.settings or {})
 
 
 def effective_settings(metric: Metric, stored: dict[str, Any]) -> dict[str, Any]:

@@ -7,14 +7,15 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from hub.connections import open_helpdesk
-from hub.emails import metric_of
 from hub.extensions import db
 from hub.helpdesk import HelpdeskError
 from hub.models import Delivery
 from hub.models import DeliveryState
 from hub.models import Survey
 from hub.models import utcnow
-from hub.surveys import effective_settings
+from hub.pipeline.scan import enqueue_scan
+from hub.surveys import metric_of
+from hub.surveys import settings_of
 
 
 class ActivationFailed(RuntimeError):
@@ -27,7 +28,7 @@ def activate(survey: Survey, lookback_days: int = 0) -> None:
     Only tickets resolved from now on are surveyed, or from `lookback_days` ago.
     """
     metric = metric_of(survey)
-    settings = effective_settings(metric, survey.settings or {})
+    settings = settings_of(survey)
     try:
         open_helpdesk(survey.connection).prepare(
             settings["attribute_name"], f"{metric.title} score (SurveyHub)"
@@ -40,10 +41,7 @@ def activate(survey: Survey, lookback_days: int = 0) -> None:
     survey.active = True
     survey.last_scan_error = ""
     db.session.commit()
-    # The first scan now, not at the next tick of the scheduler.
-    from hub.pipeline.scan import enqueue_scan
-
-    enqueue_scan(survey.id)
+    enqueue_scan(survey.id)  # the first scan now, not at the scheduler's next tick
 
 
 def deactivate(survey: Survey) -> int:

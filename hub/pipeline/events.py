@@ -7,11 +7,10 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from hub import hookimpl
-from hub.emails import metric_of
 from hub.extensions import db
 from hub.models import Survey
 from hub.pipeline.writeback import queue_write_back
-from hub.surveys import effective_settings
+from hub.surveys import settings_of
 
 
 @hookimpl
@@ -34,7 +33,7 @@ def ticket_resolved(connection, event):
         select(Survey).where(Survey.connection_id == connection.id, Survey.active.is_(True))
     ).scalars()
     for survey in surveys:
-        settings = effective_settings(metric_of(survey), survey.settings or {})
+        settings = settings_of(survey)
         due = event.resolved_at + timedelta(hours=settings["delay_hours"], minutes=1)
         if survey.scan_due_at is None or due < survey.scan_due_at:
             survey.scan_due_at = due

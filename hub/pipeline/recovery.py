@@ -23,6 +23,9 @@ from hub.models import Survey
 from hub.models import WriteBack
 from hub.models import WriteBackState
 from hub.models import utcnow
+from hub.pipeline.scan import enqueue_scan
+from hub.pipeline.send import enqueue_send
+from hub.pipeline.writeback import enqueue_write_back
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +34,12 @@ BATCH = 500
 
 def scan_active_surveys() -> int:
     """Enqueue one scan per active survey; return how many were enqueued."""
-    from hub.pipeline.scan import enqueue_scan
-
     ids = db.session.execute(select(Survey.id).where(Survey.active.is_(True))).scalars().all()
     return sum(enqueue_scan(survey_id) for survey_id in ids)
 
 
 def reconcile() -> dict[str, int]:
     """Repair and re-enqueue outstanding work from the database; return what it did."""
-    from hub.pipeline.scan import enqueue_scan
-    from hub.pipeline.send import enqueue_send
-    from hub.pipeline.writeback import enqueue_write_back
-
     now = utcnow()
     timeout = timedelta(seconds=current_app.config["HUB_SENDING_TIMEOUT"])
     done: dict[str, int] = {}

@@ -9,7 +9,6 @@ from flask import current_app
 from sqlalchemy import select
 
 from hub.emails import build_email
-from hub.emails import metric_of
 from hub.emails import recipient_of
 from hub.extensions import db
 from hub.mail import Mailer
@@ -20,7 +19,7 @@ from hub.models import Rating
 from hub.models import Survey
 from hub.models import utcnow
 from hub.suppressions import is_suppressed
-from hub.surveys import effective_settings
+from hub.surveys import settings_of
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ def send_reminders() -> int:
     now = utcnow()
     sent = 0
     for survey in db.session.execute(select(Survey).where(Survey.active.is_(True))).scalars():
-        days = effective_settings(metric_of(survey), survey.settings or {})["reminder_days"]
+        days = settings_of(survey)["reminder_days"]
         if not days:
             continue
         due = (

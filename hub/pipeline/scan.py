@@ -14,7 +14,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from hub.connections import open_helpdesk
-from hub.emails import metric_of
 from hub.extensions import db
 from hub.helpdesk import ScanWindow
 from hub.helpdesk import Ticket
@@ -27,8 +26,9 @@ from hub.models import Survey
 from hub.models import utcnow
 from hub.pipeline.decide import ALREADY_SURVEYED
 from hub.pipeline.decide import skip_reason
+from hub.pipeline.send import enqueue_send
 from hub.suppressions import normalise_email
-from hub.surveys import effective_settings
+from hub.surveys import settings_of
 
 log = logging.getLogger(__name__)
 
@@ -130,17 +130,23 @@ def scan_survey(
 def _scan(
     survey: Survey, report: ScanReport, dry_run: bool, on_decision, lookback: timedelta
 ) -> None:
-    from hub.pipeline.send import enqueue_send
-
     now = utcnow()
-    settings = effective_settings(metric_of(survey), survey.settings or {})
+    settings = settings_of(survey)
     window = _window(survey, settings, now, lookback)
     created: list[int] = []
     planned: set[str] | None = set() if dry_run else None
-    known = lambda ticket_id: _has_delivery(survey.id, ticket_id)  # noqa: E731
+    answered: dict[str, bool] = {}  # what `known` told the connector, asked once
+
+    def known(ticket_id: str) -> bool:
+        answered[ticket_id] = _has_delivery(survey.id, ticket_id)
+        return answered[ticket_id]
+
     for ticket in open_helpdesk(survey.connection).scan(window, known=known):
         report.seen += 1
-        if _has_delivery(survey.id, ticket.id):
+        already = answered.pop(ticket.id, None)
+        if already is None:  # a connector that does not ask
+            already = _has_delivery(survey.id, ticket.id)
+        if already:
             report.already += 1
             if on_decision:
                 on_decision(ticket, ALREADY_SURVEYED)

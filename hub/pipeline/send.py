@@ -11,7 +11,6 @@ from sqlalchemy import update
 from hub.connections import open_helpdesk
 from hub.emails import Suppressed
 from hub.emails import build_email
-from hub.emails import metric_of
 from hub.emails import recipient_of
 from hub.extensions import db
 from hub.helpdesk import HelpdeskError
@@ -29,7 +28,7 @@ from hub.models import utcnow
 from hub.pipeline.decide import TICKET_GONE
 from hub.pipeline.decide import UNSUBSCRIBED
 from hub.pipeline.decide import skip_reason
-from hub.surveys import effective_settings
+from hub.surveys import settings_of
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ def send_delivery(delivery_id: int) -> str:
 
 
 def _check_and_send(delivery: Delivery, survey, now) -> str:
-    settings = effective_settings(metric_of(survey), survey.settings or {})
+    settings = settings_of(survey)
     try:
         ticket = open_helpdesk(survey.connection).fetch_ticket(delivery.ticket_id)
     except NotFound:
@@ -83,12 +82,12 @@ def _check_and_send(delivery: Delivery, survey, now) -> str:
     except HelpdeskError as exc:
         # Retryable or not (a revoked key, a missing role), the admin or time can fix
         # it; the delivery waits instead of being lost.
-        wait = (
-            timedelta(seconds=max(1, exc.retry_at - now.timestamp()))
+        when = (
+            exc.resume_at(now)
             if isinstance(exc, RateLimited)
-            else timedelta(minutes=1 if exc.retryable else 15)
+            else now + timedelta(minutes=1 if exc.retryable else 15)
         )
-        return _later(delivery, f"Re-checking the ticket failed: {exc}", now + wait)
+        return _later(delivery, f"Re-checking the ticket failed: {exc}", when)
 
     reason = skip_reason(ticket, survey.id, settings, now, delivery_id=delivery.id)
     if reason:
@@ -104,25 +103,26 @@ def _check_and_send(delivery: Delivery, survey, now) -> str:
         with Mailer(current_app.config) as mailer:
             mailer.send(message)
     except UncertainMailError as exc:
-        return _finish(delivery, DeliveryState.UNKNOWN, str(exc))
+        return _finish(delivery, DeliveryState.UNKNOWN, error=str(exc))
     except TemporaryMailError as exc:
         db.session.refresh(delivery)
         if delivery.attempts >= MAX_ATTEMPTS:
-            return _finish(
-                delivery, DeliveryState.FAILED, f"Gave up after {delivery.attempts} tries: {exc}"
-            )
-        delivery.state = DeliveryState.PENDING.value  # nothing was sent
-        return _later(delivery, str(exc), now + retry_delay(delivery.attempts))
+            error = f"Gave up after {delivery.attempts} tries: {exc}"
+            return _finish(delivery, DeliveryState.FAILED, error=error)
+        # Nothing was sent: back in line.
+        when = now + retry_delay(delivery.attempts)
+        return _finish(delivery, DeliveryState.PENDING, error=str(exc), next_attempt_at=when)
     except PermanentMailError as exc:
-        return _finish(delivery, DeliveryState.FAILED, str(exc))
-    delivery = db.session.get(Delivery, delivery.id)
-    delivery.state = DeliveryState.SENT.value
-    delivery.sent_at = utcnow()
-    delivery.message_id = message["Message-ID"]
-    delivery.error = ""
-    db.session.commit()
+        return _finish(delivery, DeliveryState.FAILED, error=str(exc))
+    state = _finish(
+        delivery,
+        DeliveryState.SENT,
+        sent_at=utcnow(),
+        message_id=message["Message-ID"],
+        error="",
+    )
     log.info("Sent survey for ticket %s to %s", delivery.ticket_id, delivery.requester_email)
-    return delivery.state
+    return state
 
 
 def _claim(delivery_id: int, now) -> bool:
@@ -140,13 +140,22 @@ def _claim(delivery_id: int, now) -> bool:
     return result.rowcount == 1
 
 
-def _set(delivery: Delivery, state: DeliveryState | None = None, **values) -> str:
-    """Update a still-pending row; another job may have moved it on meanwhile."""
+def _set(
+    delivery: Delivery,
+    state: DeliveryState | None = None,
+    expected: DeliveryState = DeliveryState.PENDING,
+    **values,
+) -> str:
+    """Update the row only while it is still in `expected`; return its state after.
+
+    Another job may have moved it on meanwhile (a duplicate job, the reconciler), so
+    every change is conditional on the state this job saw.
+    """
     if state is not None:
         values["state"] = state.value
     db.session.execute(
         update(Delivery)
-        .where(Delivery.id == delivery.id, Delivery.state == DeliveryState.PENDING.value)
+        .where(Delivery.id == delivery.id, Delivery.state == expected.value)
         .values(updated_at=utcnow(), **values)
     )
     db.session.commit()
@@ -163,11 +172,8 @@ def _later(delivery: Delivery, error: str, when) -> str:
     return _set(delivery, error=error, next_attempt_at=when)
 
 
-def _finish(delivery: Delivery, state: DeliveryState, error: str) -> str:
-    delivery = db.session.get(Delivery, delivery.id)
-    db.session.refresh(delivery)
-    delivery.state = state.value
-    delivery.error = error
-    db.session.commit()
-    log.warning("Delivery %s is %s: %s", delivery.id, state.value, error)
-    return delivery.state
+def _finish(delivery: Delivery, state: DeliveryState, **values) -> str:
+    """Record how a claimed (`sending`) delivery ended."""
+    if state is not DeliveryState.SENT:
+        log.warning("Delivery %s is %s: %s", delivery.id, state.value, values.get("error"))
+    return _set(delivery, state, expected=DeliveryState.SENDING, **values)

@@ -10,7 +10,6 @@ from sqlalchemy import select
 from sqlalchemy import update
 
 from hub.connections import open_helpdesk
-from hub.emails import metric_of
 from hub.extensions import db
 from hub.helpdesk import BadRequest
 from hub.helpdesk import HelpdeskError
@@ -22,7 +21,8 @@ from hub.models import Rating
 from hub.models import WriteBack
 from hub.models import WriteBackState
 from hub.models import utcnow
-from hub.surveys import effective_settings
+from hub.surveys import metric_of
+from hub.surveys import settings_of
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,10 @@ def queue_write_back(rating: Rating, kind: str) -> WriteBack:
         .first()
     )
     if waiting is not None:
-        if kind == "score":
-            waiting.next_attempt_at = now + grace  # also wakes one parked for a scanner
+        # A new score restarts the grace time of a write-back not tried yet (which also
+        # wakes one parked for a scanner); one backing off keeps the helpdesk's pace.
+        if kind == "score" and waiting.attempts == 0:
+            waiting.next_attempt_at = now + grace
             db.session.commit()
         return waiting
     write_back = WriteBack(
@@ -117,11 +119,12 @@ def run_write_back(write_back_id: int) -> str:
         db.session.rollback()
         log.exception("Write-back %s failed unexpectedly", write_back_id)
         write_back = db.session.get(WriteBack, write_back_id)
-        write_back.state = WriteBackState.PENDING.value
-        write_back.last_error = f"Unexpected error: {exc}"
-        write_back.next_attempt_at = now + retry_delay(write_back.attempts)
-        db.session.commit()
-        return write_back.state
+        return _settle(
+            write_back,
+            WriteBackState.PENDING,
+            last_error=f"Unexpected error: {exc}",
+            next_attempt_at=now + retry_delay(write_back.attempts),
+        )
 
 
 def _write(write_back: WriteBack, now) -> str:
@@ -129,7 +132,7 @@ def _write(write_back: WriteBack, now) -> str:
     delivery = rating.delivery
     survey = delivery.survey
     metric = metric_of(survey)
-    settings = effective_settings(metric, survey.settings or {})
+    settings = settings_of(survey)
     comment = rating.comment
     note = (
         metric.note(rating.value, rating.scale, delivery.requester_email or "", comment)
@@ -147,26 +150,31 @@ def _write(write_back: WriteBack, now) -> str:
             retry=write_back.attempts > 1,
         )
     except (NotFound, BadRequest) as exc:
-        write_back.state = WriteBackState.FAILED.value
-        write_back.last_error = str(exc)
-        db.session.commit()
         log.warning("Write-back %s failed: %s", write_back.id, exc)
-        return write_back.state
+        return _settle(write_back, WriteBackState.FAILED, last_error=str(exc))
     except HelpdeskError as exc:
         if isinstance(exc, RateLimited):
-            when = now + timedelta(seconds=max(1.0, exc.retry_at - now.timestamp()))
+            when = exc.resume_at(now)
         else:
             when = now + retry_delay(write_back.attempts)
-        write_back.state = WriteBackState.PENDING.value
-        write_back.last_error = str(exc)
-        write_back.next_attempt_at = when
-        db.session.commit()
         log.info("Write-back %s: %s; next try at %s", write_back.id, exc, when.isoformat())
-        return write_back.state
-    write_back.state = WriteBackState.DONE.value
-    write_back.helpdesk_note_id = note_id
-    write_back.last_error = ""
-    write_back.done_at = utcnow()
+        return _settle(
+            write_back, WriteBackState.PENDING, last_error=str(exc), next_attempt_at=when
+        )
+    return _settle(
+        write_back,
+        WriteBackState.DONE,
+        helpdesk_note_id=note_id,
+        last_error="",
+        done_at=utcnow(),
+    )
+
+
+def _settle(write_back: WriteBack, state: WriteBackState, **values) -> str:
+    """Record how one try of a write-back ended."""
+    write_back.state = state.value
+    for name, value in values.items():
+        setattr(write_back, name, value)
     db.session.commit()
     return write_back.state
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from flask import Blueprint
 from flask import current_app
 from flask import g
@@ -12,8 +14,6 @@ from flask import url_for
 from marshmallow import ValidationError
 
 from hub.contracts import Metric
-from hub.emails import MetricMissing
-from hub.emails import metric_of
 from hub.extensions import csrf
 from hub.extensions import db
 from hub.i18n import survey_language
@@ -31,7 +31,10 @@ from hub.ratings import record_comment
 from hub.ratings import record_score
 from hub.suppressions import is_suppressed
 from hub.suppressions import suppress
+from hub.surveys import MetricMissing
 from hub.surveys import effective_settings
+from hub.surveys import metric_of
+from hub.surveys import settings_of
 from hub.surveys import text_color_on
 
 bp = Blueprint("public", __name__)
@@ -65,6 +68,14 @@ def public_page_error(error: PublicPageError):
     return render_template(error.template), error.status
 
 
+def _dress(delivery: Delivery, settings: dict) -> None:
+    """Show the page in the customer's language and the survey's brand."""
+    g.locale = survey_language(settings["language"], delivery.locale)
+    g.brand_color = settings["brand_color"]
+    g.brand_text = text_color_on(settings["brand_color"])
+    g.company = settings["company_name"]
+
+
 def _load(token: str) -> tuple[Delivery, Metric, dict]:
     """The delivery behind a score link, its metric and settings; sets the page language."""
     try:
@@ -84,10 +95,7 @@ def _load(token: str) -> tuple[Delivery, Metric, dict]:
     except ValidationError as exc:
         current_app.logger.error("Survey %s has invalid settings: %s", delivery.survey_id, exc)
         raise PublicPageError("public/unavailable.html", 503) from None
-    g.locale = survey_language(settings["language"], delivery.locale)
-    g.brand_color = settings["brand_color"]
-    g.brand_text = text_color_on(settings["brand_color"])
-    g.company = settings["company_name"]
+    _dress(delivery, settings)
     try:
         check_not_expired(issued_at, settings["link_expiry_days"], utcnow())
     except LinkExpired:
@@ -122,7 +130,7 @@ def record(token: str, score: int):
             delivery, score, delivery.survey.scale, automatic=request.form.get("auto") == "1"
         )
     except RatingLocked as locked:
-        top = max(p.value for p in metric.points(delivery.survey.scale))
+        top = metric.highest(delivery.survey.scale)
         return render_template("public/already.html", rating=locked.rating, top=top), 409
     return redirect(url_for("public.comment", token=token), code=303)
 
@@ -142,7 +150,7 @@ def comment(token: str):
     if request.method == "POST":
         record_comment(rating, request.form.get("comment", ""))
         return redirect(url_for("public.thanks", token=token), code=303)
-    top = max(p.value for p in metric.points(delivery.survey.scale))
+    top = metric.highest(delivery.survey.scale)
     return render_template(
         "public/comment.html", rating=rating, top=top, max_length=MAX_COMMENT_LENGTH
     )
@@ -166,14 +174,9 @@ def unsubscribe(token: str):
         delivery = None
     if delivery is None or not delivery.requester_email:
         raise PublicPageError("public/link_invalid.html", 404)
-    try:
-        settings = effective_settings(metric_of(delivery.survey), delivery.survey.settings or {})
-        g.locale = survey_language(settings["language"], delivery.locale)
-        g.brand_color = settings["brand_color"]
-        g.brand_text = text_color_on(settings["brand_color"])
-        g.company = settings["company_name"]
-    except (MetricMissing, ValidationError):
-        pass  # unsubscribing must work even when the survey's plugin is gone
+    # Unsubscribing must work even when the survey's plugin or settings are broken.
+    with contextlib.suppress(MetricMissing, ValidationError):
+        _dress(delivery, settings_of(delivery.survey))
     if request.method == "POST":
         suppress(delivery.requester_email, "unsubscribed")
         return render_template("public/unsubscribed.html")
