@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
@@ -124,7 +125,23 @@ class Ticket:
     requester_locale: str | None = None
     assignee_id: str | None = None
     tags: tuple[str, ...] = ()
+    #: The conversation was opened by an agent (outbound), not by the customer.
+    started_by_agent: bool = False
+    #: The helpdesk's own satisfaction survey on this ticket (its status, e.g. "rated"),
+    #: or None when the helpdesk sent none.
+    helpdesk_survey: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write-back left in the helpdesk."""
+
+    #: The helpdesk's id of the note posted (None without a note).
+    note_id: str | None = None
+    #: The ticket's update time as the hub's own writes left it, so the pipeline does
+    #: not mistake them for ticket activity (None if the helpdesk did not say).
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +203,25 @@ class Helpdesk:
         """One ticket as it is now (raises `NotFound`)."""
         raise NotImplementedError
 
+    #: How many tickets `fetch_tickets` asks for in one request.
+    fetch_batch_size: ClassVar[int] = 1
+
+    def fetch_tickets(self, ticket_ids: Sequence[str]) -> dict[str, Ticket]:
+        """Several tickets as they are now, by id; deleted ones are left out.
+
+        Requester details may be missing: the pipeline re-checks tickets before sending
+        with the address it recorded at the scan. Connectors whose API fetches many
+        tickets in one request override this (and `fetch_batch_size`); this default asks
+        one at a time.
+        """
+        found = {}
+        for ticket_id in ticket_ids:
+            try:
+                found[ticket_id] = self.fetch_ticket(ticket_id)
+            except NotFound:
+                continue
+        return found
+
     def prepare(self, attribute_name: str, title: str) -> None:
         """Make the helpdesk ready to store ratings in `attribute_name` (at activation)."""
         raise NotImplementedError
@@ -198,10 +234,11 @@ class Helpdesk:
         note: str | None,
         note_id: str,
         retry: bool,
-    ) -> str | None:
+    ) -> WriteResult:
         """Set the attribute and post `note` once (idempotent by `note_id`).
 
         With `retry` the connector first checks whether an earlier, ambiguous attempt
-        already posted the note. Returns the helpdesk's note id.
+        already posted the note. Returns the note's id and the ticket's update time after
+        these writes.
         """
         raise NotImplementedError

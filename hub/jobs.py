@@ -22,7 +22,16 @@ from sqlalchemy import text
 from hub.extensions import db
 from hub.models import utcnow
 
-QUEUES = ("default",)
+#: Housekeeping that keeps the rest moving (heartbeat, reconciler, scan scheduling).
+CONTROL = "control"
+WRITE_BACKS = "write-backs"
+SENDS = "sends"
+SCANS = "scans"
+DEFAULT = "default"
+#: Every worker serves these in this order: a rating reaches the helpdesk within its
+#: grace time plus one reconcile interval even while thousands of sends are queued, and
+#: a long scan never delays a send. Plugins' jobs run on `default`, last.
+QUEUES = (CONTROL, WRITE_BACKS, SENDS, SCANS, DEFAULT)
 HEARTBEAT_KEY = "surveyhub:heartbeat"
 LOG_FORMAT = "%(asctime)s %(levelname)s [job %(job_id)s] %(name)s: %(message)s"
 
@@ -38,22 +47,26 @@ def redis_connection(app: Flask | None = None) -> Redis:
     return state.redis
 
 
-def get_queue(name: str = "default", app: Flask | None = None) -> Queue:
+def get_queue(name: str = DEFAULT, app: Flask | None = None) -> Queue:
     """An RQ queue bound explicitly to the app's Redis connection."""
     return Queue(name, connection=redis_connection(app), job_class=HubJob)
 
 
-def enqueue(func: Callable[..., Any], *args: Any, queue: str = "default", **kwargs: Any) -> Job:
+def enqueue(func: Callable[..., Any], *args: Any, queue: str = DEFAULT, **kwargs: Any) -> Job:
     """Put `func(*args, **kwargs)` on a queue; RQ options such as `job_id` pass through."""
     return get_queue(queue).enqueue(func, *args, **kwargs)
+
+
+#: How long an "enqueued" marker keeps copies of a job off the queue.
+MARKER_TTL = 300
 
 
 def enqueue_once(
     func: Callable[..., Any],
     marker: str,
     *args: Any,
-    ttl: int = 300,
-    queue: str = "default",
+    ttl: int = MARKER_TTL,
+    queue: str = DEFAULT,
     **options: Any,
 ) -> bool:
     """Enqueue `func(*args)` unless it was enqueued under `marker` within `ttl` seconds.

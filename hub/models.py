@@ -202,6 +202,9 @@ class Delivery(TimestampMixin, db.Model):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     message_id: Mapped[str | None] = mapped_column(String(255))
     reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The ticket's last activity as the scan or send-time re-check saw it (not counting
+    # the hub's own writes): what another survey compares its delay with later.
+    ticket_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     survey: Mapped[Survey] = relationship()
 
@@ -262,6 +265,25 @@ class WriteBack(TimestampMixin, db.Model):
         Index("ix_write_backs_state_next_attempt_at", "state", "next_attempt_at"),
         Index("ix_write_backs_rating_id", "rating_id"),
     )
+
+
+class OwnWrite(db.Model):
+    """The hub's own writes to one ticket, so they are not mistaken for ticket activity.
+
+    Writing a note or an attribute bumps the ticket's update time in the helpdesk; while
+    the ticket's update time is still the one our latest write left (`updated_at`), its
+    real last activity is `activity_at`, as seen before our first write.
+    """
+
+    __tablename__ = "own_writes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id"))
+    ticket_id: Mapped[str] = mapped_column(String(100))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("connection_id", "ticket_id"),)
 
 
 class Suppression(db.Model):

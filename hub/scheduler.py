@@ -14,7 +14,9 @@ from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
 
 from hub.contracts import PeriodicJob
+from hub.jobs import CONTROL
 from hub.jobs import QUEUES
+from hub.jobs import SENDS
 from hub.jobs import HubJob
 from hub.jobs import get_queue
 from hub.jobs import heartbeat
@@ -31,10 +33,12 @@ def hub_periodic_jobs(app: Flask) -> list[PeriodicJob]:
     from hub.pipeline.reminders import send_reminders
 
     return [
-        PeriodicJob("heartbeat", heartbeat, interval=60),
-        PeriodicJob("scan-surveys", scan_active_surveys, app.config["HUB_SCAN_INTERVAL"]),
-        PeriodicJob("reconcile", reconcile, app.config["HUB_RECONCILE_INTERVAL"]),
-        PeriodicJob("reminders", send_reminders, interval=600),
+        PeriodicJob("heartbeat", heartbeat, interval=60, queue=CONTROL),
+        PeriodicJob(
+            "scan-surveys", scan_active_surveys, app.config["HUB_SCAN_INTERVAL"], queue=CONTROL
+        ),
+        PeriodicJob("reconcile", reconcile, app.config["HUB_RECONCILE_INTERVAL"], queue=CONTROL),
+        PeriodicJob("reminders", send_reminders, interval=600, queue=SENDS),
     ]
 
 

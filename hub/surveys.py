@@ -46,6 +46,7 @@ class SurveySettingsSchema(Schema):
     resolved_statuses = fields.List(fields.String(), validate=validate.Length(min=1))
     excluded_tags = fields.List(fields.String())
     require_assignee = fields.Boolean()
+    skip_helpdesk_surveyed = fields.Boolean()
     cooldown_days = fields.Integer(validate=validate.Range(min=0, max=3650))
     reminder_days = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=60))
     sender_name = fields.String(validate=[validate.Length(min=1, max=100), _ONE_LINE])
@@ -72,6 +73,7 @@ def defaults(metric: Metric, company_name: str = "our team") -> dict[str, Any]:
         "resolved_statuses": ["done"],
         "excluded_tags": [],
         "require_assignee": True,
+        "skip_helpdesk_surveyed": True,
         "cooldown_days": metric.default_cooldown_days,
         "reminder_days": None,
         "sender_name": company_name,

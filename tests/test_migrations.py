@@ -20,6 +20,7 @@ TABLES = {
     "ratings",
     "write_backs",
     "suppressions",
+    "own_writes",
 }
 
 

@@ -41,7 +41,7 @@ def activate(survey: Survey, lookback_days: int = 0) -> None:
     survey.active = True
     survey.last_scan_error = ""
     db.session.commit()
-    enqueue_scan(survey.id)  # the first scan now, not at the scheduler's next tick
+    enqueue_scan(survey.connection_id)  # the first scan now, not at the scheduler's next tick
 
 
 def deactivate(survey: Survey) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from datetime import timedelta
 from typing import Any
@@ -10,13 +9,15 @@ from typing import Any
 from sqlalchemy import func
 from sqlalchemy import select
 
+from hub.addresses import email_key
+from hub.addresses import normalise_email
 from hub.extensions import db
 from hub.helpdesk import Ticket
 from hub.models import Delivery
 from hub.models import DeliveryState
 from hub.suppressions import is_suppressed
-from hub.suppressions import normalise_email
 
+STARTED_BY_AGENT = "started by an agent"
 WRONG_CHANNEL = "wrong channel"
 NOT_RESOLVED = "not resolved"
 UPDATED = "updated within the delay"
@@ -26,11 +27,14 @@ INVALID_EMAIL = "invalid email"
 UNSUBSCRIBED = "unsubscribed"
 COOLDOWN = "cooldown"
 NO_ASSIGNEE = "no human assignee"
+HELPDESK_SURVEYED = "surveyed by the helpdesk"
 TICKET_GONE = "ticket deleted"
 ALREADY_SURVEYED = "already surveyed"
 
 #: Every reason, in the order checks run, with the sentence the deliveries log shows.
 REASONS = {
+    STARTED_BY_AGENT: "An agent started the conversation (outbound); the customer did not "
+    "write in.",
     WRONG_CHANNEL: "The ticket was not created through a channel the survey covers.",
     NOT_RESOLVED: "The ticket is not resolved any more (reopened).",
     UPDATED: "The ticket was updated after it was resolved, within the delay.",
@@ -40,10 +44,10 @@ REASONS = {
     UNSUBSCRIBED: "The requester unsubscribed.",
     COOLDOWN: "The requester was surveyed recently (cooldown).",
     NO_ASSIGNEE: "No human agent was assigned.",
+    HELPDESK_SURVEYED: "The helpdesk's own satisfaction survey was already sent for this ticket.",
     TICKET_GONE: "The ticket no longer exists in the helpdesk.",
     ALREADY_SURVEYED: "This ticket already has a delivery in this survey.",
 }
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 #: Deliveries that count for the cooldown: sent, or about to be.
 _COUNTED = (
     DeliveryState.PENDING.value,
@@ -59,7 +63,7 @@ def in_cooldown(survey_id: int, email: str, days: int, now: datetime, exclude: i
         return False
     query = select(func.count(Delivery.id)).where(
         Delivery.survey_id == survey_id,
-        Delivery.requester_email == normalise_email(email),
+        Delivery.requester_email == email_key(email),
         Delivery.state.in_(_COUNTED),
         Delivery.created_at >= now - timedelta(days=days),
     )
@@ -80,9 +84,12 @@ def skip_reason(
 
     Used when the scan decides and again right before sending (`delivery_id` is then the
     ticket's own delivery, which the cooldown must not count). A dry run passes the
-    emails it would have sent to in `planned`, since it records no deliveries.
+    emails it would have sent to in `planned`, since it records no deliveries. The
+    ticket's update time must already discount the hub's own writes (`own_writes`).
     """
     delay = timedelta(hours=settings["delay_hours"])
+    if ticket.started_by_agent:
+        return STARTED_BY_AGENT
     if ticket.channel not in settings["channels"]:
         return WRONG_CHANNEL
     if ticket.status not in settings["resolved_statuses"]:
@@ -91,13 +98,13 @@ def skip_reason(
         return UPDATED
     if set(ticket.tags) & set(settings["excluded_tags"]):
         return EXCLUDED_TAG
-    if not ticket.requester_email:
+    if not (ticket.requester_email or "").strip():
         return NO_EMAIL
-    if not _EMAIL.match(ticket.requester_email):
-        return INVALID_EMAIL
-    if is_suppressed(ticket.requester_email):
-        return UNSUBSCRIBED
     email = normalise_email(ticket.requester_email)
+    if email is None:
+        return INVALID_EMAIL
+    if is_suppressed(email):
+        return UNSUBSCRIBED
     cooldown = settings["cooldown_days"]
     if cooldown > 0 and planned is not None and email in planned:
         return COOLDOWN
@@ -105,4 +112,6 @@ def skip_reason(
         return COOLDOWN
     if settings["require_assignee"] and not ticket.assignee_id:
         return NO_ASSIGNEE
+    if settings["skip_helpdesk_surveyed"] and ticket.helpdesk_survey:
+        return HELPDESK_SURVEYED
     return None

@@ -24,7 +24,7 @@ from hub.models import WriteBack
 from hub.models import WriteBackState
 from hub.models import utcnow
 from hub.pipeline.scan import enqueue_scan
-from hub.pipeline.send import enqueue_send
+from hub.pipeline.send import enqueue_sends
 from hub.pipeline.writeback import enqueue_write_back
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,11 @@ BATCH = 500
 
 
 def scan_active_surveys() -> int:
-    """Enqueue one scan per active survey; return how many were enqueued."""
-    ids = db.session.execute(select(Survey.id).where(Survey.active.is_(True))).scalars().all()
-    return sum(enqueue_scan(survey_id) for survey_id in ids)
+    """Enqueue one scan per connection with active surveys; return how many were enqueued."""
+    ids = db.session.execute(
+        select(Survey.connection_id).where(Survey.active.is_(True)).distinct()
+    ).scalars()
+    return sum(enqueue_scan(connection_id) for connection_id in ids)
 
 
 def reconcile() -> dict[str, int]:
@@ -75,7 +77,7 @@ def reconcile() -> dict[str, int]:
         )
         .limit(BATCH)
     ).scalars()
-    done["sends"] = sum(enqueue_send(delivery_id) for delivery_id in due_deliveries)
+    done["sends"] = enqueue_sends(due_deliveries)
     due_write_backs = db.session.execute(
         select(WriteBack.id)
         .where(
@@ -92,9 +94,10 @@ def reconcile() -> dict[str, int]:
     )
     for survey in due_scans:
         survey.scan_due_at = None
-        enqueue_scan(survey.id)
     db.session.commit()
-    done["scans"] = len(due_scans)
+    done["scans"] = sum(
+        enqueue_scan(connection_id) for connection_id in {s.connection_id for s in due_scans}
+    )
     if any(done.values()):
         log.info("Reconciled: %s", done)
     return done

@@ -1,4 +1,9 @@
-"""Scanning: ask the helpdesk for tickets that are due, decide each, record a delivery."""
+"""Scanning: one pass over a connection's tickets decides every active survey on it.
+
+The helpdesk's request budget is the scarce resource, so a scheduler tick scans each
+connection once, for the widest window its active surveys need; each ticket is decided
+for every survey whose own window holds it, and requesters are looked up once per scan.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +12,32 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from datetime import datetime
 from datetime import timedelta
 
 from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from hub.addresses import email_key
+from hub.addresses import normalise_email
 from hub.connections import open_helpdesk
 from hub.extensions import db
 from hub.helpdesk import ScanWindow
 from hub.helpdesk import Ticket
+from hub.jobs import SCANS
 from hub.jobs import enqueue_once
 from hub.jobs import forget_enqueued
 from hub.jobs import redis_connection
+from hub.models import Connection
 from hub.models import Delivery
 from hub.models import DeliveryState
 from hub.models import Survey
 from hub.models import utcnow
 from hub.pipeline.decide import ALREADY_SURVEYED
 from hub.pipeline.decide import skip_reason
-from hub.pipeline.send import enqueue_send
-from hub.suppressions import normalise_email
+from hub.pipeline.own_writes import without_own_writes
+from hub.pipeline.send import enqueue_sends
 from hub.surveys import settings_of
 
 log = logging.getLogger(__name__)
@@ -38,11 +48,13 @@ OVERLAP = timedelta(hours=1)
 #: its lock lasts as long, so a killed worker's lock expires with it.
 SCAN_TIMEOUT = 2 * 3600
 SCAN_LOCK_SECONDS = SCAN_TIMEOUT
+#: Log the progress of a long scan every this many tickets.
+PROGRESS_EVERY = 1000
 
 
 @dataclass
 class ScanReport:
-    """What one scan did (or, in a dry run, would do)."""
+    """What one scan did (or, in a dry run, would do) for one survey."""
 
     survey_id: int
     seen: int = 0
@@ -52,21 +64,25 @@ class ScanReport:
     locked: bool = False
 
 
-Decision = Callable[[Ticket, str | None], None]
+#: Told of each decision: (survey id, ticket, skip reason or None).
+Decision = Callable[[int, Ticket, str | None], None]
 
 
-def enqueue_scan(survey_id: int) -> bool:
-    """Enqueue a scan of one survey (one job id per survey, so scans never pile up)."""
+def enqueue_scan(connection_id: int) -> bool:
+    """Enqueue a scan of one connection (one job id each, so scans never pile up)."""
     return enqueue_once(
-        scan_survey,
-        f"scan:{survey_id}",
-        survey_id,
-        job_id=f"scan-{survey_id}",
+        scan_connection,
+        f"scan:{connection_id}",
+        connection_id,
+        queue=SCANS,
+        job_id=f"scan-connection-{connection_id}",
         job_timeout=SCAN_TIMEOUT,
     )
 
 
-def _window(survey: Survey, settings: dict, now, lookback: timedelta) -> ScanWindow:
+def survey_window(survey: Survey, settings: dict, now: datetime, lookback: timedelta) -> ScanWindow:
+    """The tickets one survey is due to decide: resolved since its watermark (less the
+    overlap, never before activation) and at least its delay ago."""
     if survey.active and survey.resolved_since:
         floor = survey.resolved_since
         # Re-read a little before the watermark (search indexes lag behind writes), but
@@ -82,118 +98,206 @@ def _window(survey: Survey, settings: dict, now, lookback: timedelta) -> ScanWin
     )
 
 
-def _has_delivery(survey_id: int, ticket_id: str) -> bool:
-    query = select(Delivery.id).where(
-        Delivery.survey_id == survey_id, Delivery.ticket_id == ticket_id
+def widest(windows: list[ScanWindow]) -> ScanWindow:
+    """One window holding all of `windows`: what a single pass must ask the helpdesk."""
+
+    def union(values: list[tuple[str, ...] | None]) -> tuple[str, ...] | None:
+        if any(v is None for v in values):
+            return None
+        return tuple(sorted({item for v in values for item in v}))
+
+    return ScanWindow(
+        resolved_after=min(w.resolved_after for w in windows),
+        resolved_before=max(w.resolved_before for w in windows),
+        channels=union([w.channels for w in windows]),
+        statuses=union([w.statuses for w in windows]),
     )
-    return db.session.execute(query).first() is not None
+
+
+def _holds(window: ScanWindow, ticket: Ticket) -> bool:
+    if ticket.resolved_at is None:
+        return True
+    return window.resolved_after <= ticket.resolved_at <= window.resolved_before
 
 
 def scan_survey(
     survey_id: int,
     dry_run: bool = False,
-    on_decision: Decision | None = None,
+    on_decision: Callable[[Ticket, str | None], None] | None = None,
     lookback_days: int = 0,
 ) -> ScanReport:
-    """Scan one survey's helpdesk and record a `Delivery` per new ticket that is due.
+    """Scan for one survey alone (the CLI's `scan`, and its dry run).
 
     A dry run decides the same way and reports through `on_decision`, writing nothing;
     on an inactive survey it previews activation with `lookback_days`.
-    Pending deliveries are handed to `send_delivery` jobs; the watermark advances only
-    after a complete scan, so an interrupted one is repeated (its recorded tickets are
-    recognised and not looked up again).
     """
-    report = ScanReport(survey_id)
-    if not dry_run:
-        forget_enqueued(f"scan:{survey_id}")  # the next tick may enqueue the next scan
     survey = db.session.get(Survey, survey_id)
     if survey is None or not (survey.active or dry_run):
-        return report
-    lock = f"surveyhub:scan-lock:{survey_id}"
+        return ScanReport(survey_id)
+    told = None if on_decision is None else (lambda _s, ticket, reason: on_decision(ticket, reason))
+    reports = scan_connection(
+        survey.connection_id,
+        survey_ids=[survey_id],
+        dry_run=dry_run,
+        on_decision=told,
+        lookback_days=lookback_days,
+    )
+    return reports.get(survey_id) or ScanReport(survey_id, locked=True)
+
+
+def scan_connection(
+    connection_id: int,
+    survey_ids: list[int] | None = None,
+    dry_run: bool = False,
+    on_decision: Decision | None = None,
+    lookback_days: int = 0,
+) -> dict[int, ScanReport]:
+    """Scan one connection's helpdesk once and record a `Delivery` per survey and new
+    ticket that is due; return a report per survey ({} when another scan holds the lock).
+
+    Without `survey_ids`, every active survey of the connection is decided. Pending
+    deliveries go to send jobs in batches; each survey's watermark advances only after
+    a complete scan, so an interrupted one is repeated (its recorded tickets are
+    recognised and not looked up again).
+    """
+    if not dry_run:
+        forget_enqueued(f"scan:{connection_id}")  # the next tick may enqueue the next scan
+    query = select(Survey).where(Survey.connection_id == connection_id).order_by(Survey.id)
+    if survey_ids is not None:
+        query = query.where(Survey.id.in_(survey_ids))
+    surveys = [
+        s for s in db.session.execute(query).scalars() if s.active or (dry_run and survey_ids)
+    ]
+    if not surveys:
+        return {}
+    lock = f"surveyhub:scan-lock:{connection_id}"
     if not dry_run and not _lock(lock):
-        report.locked = True
-        return report
+        return {}
     try:
-        _scan(survey, report, dry_run, on_decision, timedelta(days=lookback_days))
+        return _scan(surveys, dry_run, on_decision, timedelta(days=lookback_days))
     except Exception as exc:
         if not dry_run:
             db.session.rollback()
-            survey.last_scan_error = str(exc)
+            for survey in surveys:
+                db.session.refresh(survey)
+                survey.last_scan_error = str(exc)
             db.session.commit()
         raise
     finally:
         if not dry_run:
             _unlock(lock)
-    return report
 
 
 def _scan(
-    survey: Survey, report: ScanReport, dry_run: bool, on_decision, lookback: timedelta
-) -> None:
+    surveys: list[Survey], dry_run: bool, on_decision: Decision | None, lookback: timedelta
+) -> dict[int, ScanReport]:
     now = utcnow()
-    settings = settings_of(survey)
-    window = _window(survey, settings, now, lookback)
+    connection_id = surveys[0].connection_id
+    plans = []
+    for survey in surveys:
+        settings = settings_of(survey)
+        plans.append((survey, settings, survey_window(survey, settings, now, lookback)))
+    reports = {survey.id: ScanReport(survey.id) for survey in surveys}
+    ids = [survey.id for survey in surveys]
     created: list[int] = []
-    planned: set[str] | None = set() if dry_run else None
-    answered: dict[str, bool] = {}  # what `known` told the connector, asked once
+    # A dry run records nothing, so it remembers the addresses it would have sent to.
+    planned: dict[int, set[str]] | None = {i: set() for i in ids} if dry_run else None
+    recorded: dict[str, set[int]] = {}  # what `known` found, asked once per ticket
 
     def known(ticket_id: str) -> bool:
-        answered[ticket_id] = _has_delivery(survey.id, ticket_id)
-        return answered[ticket_id]
-
-    for ticket in open_helpdesk(survey.connection).scan(window, known=known):
-        report.seen += 1
-        already = answered.pop(ticket.id, None)
-        if already is None:  # a connector that does not ask
-            already = _has_delivery(survey.id, ticket.id)
-        if already:
-            report.already += 1
-            if on_decision:
-                on_decision(ticket, ALREADY_SURVEYED)
-            continue
-        reason = skip_reason(ticket, survey.id, settings, now, planned=planned)
-        if on_decision:
-            on_decision(ticket, reason)
-        if reason:
-            report.skipped[reason] = report.skipped.get(reason, 0) + 1
-        else:
-            report.pending += 1
-        if dry_run:
-            if not reason:
-                planned.add(normalise_email(ticket.requester_email or ""))
-            continue
-        delivery = Delivery(
-            survey_id=survey.id,
-            ticket_id=ticket.id,
-            requester_email=normalise_email(ticket.requester_email or "") or None,
-            requester_name=ticket.requester_name,
-            locale=ticket.requester_locale,
-            agent_ref=ticket.assignee_id,
-            resolved_at=ticket.resolved_at,
-            state=DeliveryState.SKIPPED.value if reason else DeliveryState.PENDING.value,
-            skip_reason=reason,
+        recorded[ticket_id] = set(
+            db.session.execute(
+                select(Delivery.survey_id).where(
+                    Delivery.ticket_id == ticket_id, Delivery.survey_id.in_(ids)
+                )
+            ).scalars()
         )
-        # Committed at once: the next ticket's cooldown sees it, an interrupted scan keeps
-        # its progress, and SQLite's write lock is never held across helpdesk calls.
-        db.session.add(delivery)
-        try:
-            db.session.commit()
-        except IntegrityError:
-            db.session.rollback()
-            report.already += 1  # an overlapping scan recorded it first
-            continue
-        if not reason:
-            created.append(delivery.id)
+        return len(recorded[ticket_id]) == len(ids)
+
+    connection = db.session.get(Connection, connection_id)
+    helpdesk = open_helpdesk(connection)
+    seen = 0
+    for ticket in helpdesk.scan(widest([plan[2] for plan in plans]), known=known):
+        seen += 1
+        if seen % PROGRESS_EVERY == 0:
+            log.info("Scan of connection %s: %s tickets so far", connection_id, seen)
+        done = recorded.pop(ticket.id, None)
+        if done is None:  # a connector that does not ask
+            known(ticket.id)
+            done = recorded.pop(ticket.id)
+        ticket = without_own_writes(connection_id, ticket)
+        for survey, settings, window in plans:
+            if not _holds(window, ticket):
+                continue
+            report = reports[survey.id]
+            report.seen += 1
+            if survey.id in done:
+                report.already += 1
+                if on_decision:
+                    on_decision(survey.id, ticket, ALREADY_SURVEYED)
+                continue
+            reason = skip_reason(
+                ticket,
+                survey.id,
+                settings,
+                now,
+                planned=planned[survey.id] if planned is not None else None,
+            )
+            if on_decision:
+                on_decision(survey.id, ticket, reason)
+            if reason:
+                report.skipped[reason] = report.skipped.get(reason, 0) + 1
+            else:
+                report.pending += 1
+            if dry_run:
+                if not reason:
+                    planned[survey.id].add(normalise_email(ticket.requester_email) or "")
+                continue
+            delivery_id = _record(survey, ticket, reason)
+            if delivery_id is None:
+                report.already += 1  # an overlapping scan recorded it first
+            elif not reason:
+                created.append(delivery_id)
     if dry_run:
-        return
-    db.session.refresh(survey)
-    if survey.watermark is None or window.resolved_before > survey.watermark:
-        survey.watermark = window.resolved_before  # never backwards
-    survey.last_scan_at = now
-    survey.last_scan_error = ""
+        return reports
+    for survey, _settings, window in plans:
+        db.session.refresh(survey)
+        if survey.watermark is None or window.resolved_before > survey.watermark:
+            survey.watermark = window.resolved_before  # never backwards
+        survey.last_scan_at = now
+        survey.last_scan_error = ""
     db.session.commit()
-    for delivery_id in created:
-        enqueue_send(delivery_id)
+    if seen >= PROGRESS_EVERY:
+        log.info("Scan of connection %s done: %s tickets", connection_id, seen)
+    enqueue_sends(created)
+    return reports
+
+
+def _record(survey: Survey, ticket: Ticket, reason: str | None) -> int | None:
+    """Commit one decision as a `Delivery`; None when the ticket already had one."""
+    delivery = Delivery(
+        survey_id=survey.id,
+        ticket_id=ticket.id,
+        # The normal form; an invalid address is kept as given, for the deliveries log.
+        requester_email=(email_key(ticket.requester_email) if ticket.requester_email else None)
+        or None,
+        requester_name=ticket.requester_name,
+        locale=ticket.requester_locale,
+        agent_ref=ticket.assignee_id,
+        resolved_at=ticket.resolved_at,
+        ticket_updated_at=ticket.updated_at,
+        state=DeliveryState.SKIPPED.value if reason else DeliveryState.PENDING.value,
+        skip_reason=reason,
+    )
+    # Committed at once: the next ticket's cooldown sees it, an interrupted scan keeps
+    # its progress, and SQLite's write lock is never held across helpdesk calls.
+    db.session.add(delivery)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return None
+    return delivery.id
 
 
 def _lock(key: str) -> bool:

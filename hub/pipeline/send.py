@@ -1,11 +1,15 @@
-"""Sending: re-check the ticket, then send its survey email at most once."""
+"""Sending: re-check tickets in batches, then send each survey email at most once."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Iterable
 from datetime import timedelta
 
 from flask import current_app
+from redis.exceptions import RedisError
+from sqlalchemy import select
 from sqlalchemy import update
 
 from hub.connections import open_helpdesk
@@ -14,10 +18,13 @@ from hub.emails import build_email
 from hub.emails import recipient_of
 from hub.extensions import db
 from hub.helpdesk import HelpdeskError
-from hub.helpdesk import NotFound
 from hub.helpdesk import RateLimited
-from hub.jobs import enqueue_once
+from hub.helpdesk import Ticket
+from hub.jobs import MARKER_TTL
+from hub.jobs import SENDS
 from hub.jobs import forget_enqueued
+from hub.jobs import get_queue
+from hub.jobs import redis_connection
 from hub.mail import Mailer
 from hub.mail import PermanentMailError
 from hub.mail import TemporaryMailError
@@ -28,6 +35,7 @@ from hub.models import utcnow
 from hub.pipeline.decide import TICKET_GONE
 from hub.pipeline.decide import UNSUBSCRIBED
 from hub.pipeline.decide import skip_reason
+from hub.pipeline.own_writes import without_own_writes
 from hub.surveys import settings_of
 
 log = logging.getLogger(__name__)
@@ -37,9 +45,38 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 30
 
 
+#: Deliveries per send job: their tickets are re-checked together (one helpdesk request
+#: where the connector fetches in batches) and their emails share one SMTP connection.
+SEND_BATCH = 100
+
+
 def enqueue_send(delivery_id: int) -> bool:
-    """Hand one pending delivery to a worker (once, until that job starts)."""
-    return enqueue_once(send_delivery, f"send:{delivery_id}", delivery_id, job_timeout=600)
+    """Hand one pending delivery to a worker (once, until its job starts)."""
+    return enqueue_sends([delivery_id]) == 1
+
+
+def enqueue_sends(delivery_ids: Iterable[int]) -> int:
+    """Hand pending deliveries to workers, `SEND_BATCH` per job; return how many went.
+
+    A delivery already waiting in a job is left out, so the reconciler and the scan
+    never queue the same send twice while Redis holds the marker.
+    """
+    ids = list(dict.fromkeys(delivery_ids))
+    if not ids:
+        return 0
+    try:
+        connection = redis_connection()
+        with connection.pipeline(transaction=False) as pipe:
+            for delivery_id in ids:
+                pipe.set(f"surveyhub:enqueued:send:{delivery_id}", 1, nx=True, ex=MARKER_TTL)
+            fresh = [i for i, new in zip(ids, pipe.execute(), strict=True) if new]
+        queue = get_queue(SENDS)
+        for start in range(0, len(fresh), SEND_BATCH):
+            queue.enqueue(send_deliveries, fresh[start : start + SEND_BATCH], job_timeout=1800)
+    except RedisError as exc:
+        log.warning("Could not enqueue %s sends: %s", len(ids), exc)
+        return 0  # the reconciler enqueues them again once Redis is back
+    return len(fresh)
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -49,59 +86,134 @@ def retry_delay(attempts: int) -> timedelta:
 
 def send_delivery(delivery_id: int) -> str:
     """Re-check one pending delivery's ticket and send its email; return the new state."""
-    forget_enqueued(f"send:{delivery_id}")
-    delivery = db.session.get(Delivery, delivery_id)
+    return send_deliveries([delivery_id]).get(delivery_id, "missing")
+
+
+def send_deliveries(delivery_ids: list[int]) -> dict[int, str]:
+    """Re-check the tickets of pending deliveries together, then send each email at most
+    once; return each delivery's state after."""
+    for delivery_id in delivery_ids:
+        forget_enqueued(f"send:{delivery_id}")
     now = utcnow()
-    if delivery is None or delivery.state != DeliveryState.PENDING:
-        return delivery.state if delivery else "missing"
-    if delivery.next_attempt_at and delivery.next_attempt_at > now:
-        return delivery.state
-    survey = delivery.survey
-    if not survey.active:
-        # A scan that was running while the survey was deactivated may still have
-        # recorded it: cancel it like the deactivation did the others.
-        return _set(delivery, DeliveryState.CANCELLED, error="The survey was deactivated.")
+    states: dict[int, str] = {}
+    by_connection: dict[int, list[Delivery]] = {}
+    rows = db.session.execute(select(Delivery).where(Delivery.id.in_(delivery_ids))).scalars()
+    for delivery in rows:
+        not_due = delivery.next_attempt_at is not None and delivery.next_attempt_at > now
+        if delivery.state != DeliveryState.PENDING or not_due:
+            states[delivery.id] = delivery.state
+        elif not delivery.survey.active:
+            # A scan that was running while the survey was deactivated may still have
+            # recorded it: cancel it like the deactivation did the others.
+            states[delivery.id] = _set(
+                delivery, DeliveryState.CANCELLED, error="The survey was deactivated."
+            )
+        else:
+            by_connection.setdefault(delivery.survey.connection_id, []).append(delivery)
+    mailer = LazyMailer(current_app.config)
     try:
-        return _check_and_send(delivery, survey, now)
-    except Exception as exc:  # a bug or a missing plugin: show it, retry later
-        db.session.rollback()
-        log.exception("Delivery %s could not be processed", delivery_id)
-        return _later(
-            db.session.get(Delivery, delivery_id),
-            f"Unexpected error: {exc}",
-            now + timedelta(minutes=15),
-        )
+        for deliveries in by_connection.values():
+            states.update(_check_and_send_all(deliveries, mailer, now))
+    finally:
+        mailer.close()
+    return states
 
 
-def _check_and_send(delivery: Delivery, survey, now) -> str:
-    settings = settings_of(survey)
+class LazyMailer:
+    """One SMTP connection for a batch, opened on the first email; a server that cannot
+    be reached is tried once per batch, not once per email."""
+
+    def __init__(self, config) -> None:
+        self.mailer = Mailer(config)
+        self.opened = False
+        self.down: TemporaryMailError | None = None
+
+    def send(self, message) -> None:
+        if self.down is not None:
+            raise self.down
+        if not self.opened:
+            try:
+                self.mailer.connect()
+            except TemporaryMailError as exc:
+                self.down = exc
+                raise
+            self.opened = True
+        self.mailer.send(message)  # reconnects by itself after a broken connection
+
+    def close(self) -> None:
+        self.mailer.close()
+
+
+def _check_and_send_all(deliveries: list[Delivery], mailer: LazyMailer, now) -> dict[int, str]:
+    """Re-check one connection's tickets in one go, then decide and send each."""
+    survey = deliveries[0].survey
+    states: dict[int, str] = {}
     try:
-        ticket = open_helpdesk(survey.connection).fetch_ticket(delivery.ticket_id)
-    except NotFound:
-        return _skip(delivery, TICKET_GONE)
+        helpdesk = open_helpdesk(survey.connection)
+        tickets = helpdesk.fetch_tickets([d.ticket_id for d in deliveries])
     except HelpdeskError as exc:
         # Retryable or not (a revoked key, a missing role), the admin or time can fix
-        # it; the delivery waits instead of being lost.
+        # it; the deliveries wait instead of being lost.
         when = (
             exc.resume_at(now)
             if isinstance(exc, RateLimited)
             else now + timedelta(minutes=1 if exc.retryable else 15)
         )
-        return _later(delivery, f"Re-checking the ticket failed: {exc}", when)
+        for delivery in deliveries:
+            states[delivery.id] = _later(delivery, f"Re-checking the ticket failed: {exc}", when)
+        return states
+    except Exception as exc:  # a bug or a missing plugin: show it, retry later
+        db.session.rollback()
+        log.exception("Deliveries %s could not be re-checked", [d.id for d in deliveries])
+        for delivery in deliveries:
+            states[delivery.id] = _later(
+                db.session.get(Delivery, delivery.id),
+                f"Unexpected error: {exc}",
+                now + timedelta(minutes=15),
+            )
+        return states
+    for delivery in deliveries:
+        try:
+            states[delivery.id] = _decide_and_send(
+                delivery, tickets.get(delivery.ticket_id), mailer, now
+            )
+        except Exception as exc:  # a bug: show it on this delivery, go on with the rest
+            db.session.rollback()
+            log.exception("Delivery %s could not be processed", delivery.id)
+            states[delivery.id] = _later(
+                db.session.get(Delivery, delivery.id),
+                f"Unexpected error: {exc}",
+                now + timedelta(minutes=15),
+            )
+    return states
 
+
+def _decide_and_send(delivery: Delivery, ticket: Ticket | None, mailer: LazyMailer, now) -> str:
+    if ticket is None:
+        return _skip(delivery, TICKET_GONE)
+    survey = delivery.survey
+    settings = settings_of(survey)
+    # The address recorded at the scan: no customer lookup per send.
+    ticket = without_own_writes(
+        survey.connection_id,
+        dataclasses.replace(
+            ticket,
+            requester_email=delivery.requester_email,
+            requester_name=delivery.requester_name,
+            requester_locale=delivery.locale,
+        ),
+    )
     reason = skip_reason(ticket, survey.id, settings, now, delivery_id=delivery.id)
     if reason:
         return _skip(delivery, reason)
-
     try:
         message = build_email(survey, recipient_of(delivery))
     except Suppressed:
         return _skip(delivery, UNSUBSCRIBED)
-    if not _claim(delivery.id, now):
+    if not _claim(delivery.id, now, ticket.updated_at):
         return "taken"  # another worker got there first
     try:
-        with Mailer(current_app.config) as mailer:
-            mailer.send(message)
+        mailer.send(message)
     except UncertainMailError as exc:
         return _finish(delivery, DeliveryState.UNKNOWN, error=str(exc))
     except TemporaryMailError as exc:
@@ -125,7 +237,7 @@ def _check_and_send(delivery: Delivery, survey, now) -> str:
     return state
 
 
-def _claim(delivery_id: int, now) -> bool:
+def _claim(delivery_id: int, now, ticket_updated_at) -> bool:
     """Move the row from pending to sending; only one worker can succeed.
 
     From here on a crash leaves the row in `sending`, which the reconciler turns into
@@ -134,7 +246,12 @@ def _claim(delivery_id: int, now) -> bool:
     result = db.session.execute(
         update(Delivery)
         .where(Delivery.id == delivery_id, Delivery.state == DeliveryState.PENDING.value)
-        .values(state=DeliveryState.SENDING.value, attempts=Delivery.attempts + 1, updated_at=now)
+        .values(
+            state=DeliveryState.SENDING.value,
+            attempts=Delivery.attempts + 1,
+            updated_at=now,
+            ticket_updated_at=ticket_updated_at,
+        )
     )
     db.session.commit()
     return result.rowcount == 1

@@ -15,12 +15,14 @@ from hub.helpdesk import BadRequest
 from hub.helpdesk import HelpdeskError
 from hub.helpdesk import NotFound
 from hub.helpdesk import RateLimited
+from hub.jobs import WRITE_BACKS
 from hub.jobs import enqueue_once
 from hub.jobs import forget_enqueued
 from hub.models import Rating
 from hub.models import WriteBack
 from hub.models import WriteBackState
 from hub.models import utcnow
+from hub.pipeline.own_writes import record_own_write
 from hub.surveys import metric_of
 from hub.surveys import settings_of
 
@@ -73,7 +75,11 @@ def queue_write_back(rating: Rating, kind: str) -> WriteBack:
 def enqueue_write_back(write_back_id: int) -> bool:
     """Hand one due write-back to a worker (once, until that job starts)."""
     return enqueue_once(
-        run_write_back, f"write-back:{write_back_id}", write_back_id, job_timeout=600
+        run_write_back,
+        f"write-back:{write_back_id}",
+        write_back_id,
+        queue=WRITE_BACKS,
+        job_timeout=600,
     )
 
 
@@ -140,7 +146,7 @@ def _write(write_back: WriteBack, now) -> str:
         else None
     )
     try:
-        note_id = open_helpdesk(survey.connection).write_back(
+        result = open_helpdesk(survey.connection).write_back(
             delivery.ticket_id,
             settings["attribute_name"],
             rating.value,
@@ -161,10 +167,14 @@ def _write(write_back: WriteBack, now) -> str:
         return _settle(
             write_back, WriteBackState.PENDING, last_error=str(exc), next_attempt_at=when
         )
+    # Our note and attribute bumped the ticket's update time: not ticket activity.
+    record_own_write(
+        survey.connection_id, delivery.ticket_id, result.updated_at, delivery.ticket_updated_at
+    )
     return _settle(
         write_back,
         WriteBackState.DONE,
-        helpdesk_note_id=note_id,
+        helpdesk_note_id=result.note_id,
         last_error="",
         done_at=utcnow(),
     )

@@ -5,25 +5,34 @@ from __future__ import annotations
 import json
 from datetime import UTC
 from datetime import datetime
+from datetime import timedelta
 
 import pytest
 import responses
 
 from hub.helpdesk import BadCredentials
 from hub.helpdesk import BadRequest
+from hub.helpdesk import HelpdeskContext
 from hub.helpdesk import MissingPermission
 from hub.helpdesk import NotFound
 from hub.helpdesk import RateLimited
 from hub.helpdesk import ScanWindow
 from hub.helpdesk import Unavailable
+from hub.helpdesk import WriteResult
+from hub.models import utcnow
 from surveyhub_kustomer.client import KustomerClient
 from surveyhub_kustomer.connector import Kustomer
+from surveyhub_kustomer.connector import parse_time
+from surveyhub_kustomer.connector import requester_address
+from tests.conftest import free_port
 from tests.kustomer.clock import Clock
 from tests.kustomer.payloads import BASE
 from tests.kustomer.payloads import conversation
 from tests.kustomer.payloads import customer
 from tests.kustomer.payloads import search_page
 from tests.kustomer.payloads import token
+
+NOT_FOUND = {"errors": [{"status": 404, "title": "Not Found", "detail": "Conversation not found"}]}
 
 NOW = 1_800_000_000.0
 WINDOW = ScanWindow(
@@ -376,7 +385,9 @@ def test_write_back_is_two_requests_and_a_retry_checks_first(kustomer):
         json={"data": {"type": "note", "id": "n1", "attributes": {"body": "NPS 9/10"}}},
     )
     responses.patch(f"{BASE}/conversations/x1", json={"data": conversation("x1")})
-    assert kustomer.write_back("x1", "surveyhubNpsScoreNum", 9, "NPS 9/10", "sh:1", False) == "n1"
+    result = kustomer.write_back("x1", "surveyhubNpsScoreNum", 9, "NPS 9/10", "sh:1", False)
+    # The PATCH's updatedAt is what our writes left: the hub does not count it as activity.
+    assert result == WriteResult("n1", parse_time("2026-10-20T10:00:00.000Z"))
     assert [c.request.method for c in responses.calls] == ["POST", "PATCH"]
     assert json.loads(responses.calls[0].request.body) == {"body": "NPS 9/10", "externalId": "sh:1"}
     assert json.loads(responses.calls[1].request.body) == {"custom": {"surveyhubNpsScoreNum": 9}}
@@ -395,7 +406,8 @@ def test_write_back_is_two_requests_and_a_retry_checks_first(kustomer):
             "links": {"next": None},
         },
     )
-    assert kustomer.write_back("x1", "surveyhubNpsScoreNum", 9, "NPS 9/10", "sh:1", True) == "n1"
+    result = kustomer.write_back("x1", "surveyhubNpsScoreNum", 9, "NPS 9/10", "sh:1", True)
+    assert result.note_id == "n1"
     assert [c.request.method for c in responses.calls] == ["GET", "PATCH"]
 
 
@@ -407,18 +419,27 @@ def test_prepare_merges_metadata_and_keeps_other_attributes(kustomer):
             "data": {
                 "type": "metadata",
                 "id": "conversation",
-                "attributes": {"properties": {"orderNumberStr": {"displayName": "Order number"}}},
+                # As Kustomer answers: read-only fields beside the documented ones.
+                "attributes": {
+                    "name": "conversation",
+                    "updatedAt": "2026-10-01T00:00:00.000Z",
+                    "properties": {"orderNumberStr": {"displayName": "Order number"}},
+                    "standardProperties": {"priority": {"displayName": "Priority"}},
+                    "validations": [],
+                },
             }
         },
     )
     responses.put(f"{BASE}/metadata/conversation", json={"data": {}})
     kustomer.prepare("surveyhubNpsScoreNum", "NPS score")
     sent = json.loads(responses.calls[1].request.body)
+    # Only the documented PUT keys go back: name and updatedAt would be refused.
     assert sent == {
         "properties": {
             "orderNumberStr": {"displayName": "Order number"},
             "surveyhubNpsScoreNum": {"displayName": "NPS score"},
-        }
+        },
+        "standardProperties": {"priority": {"displayName": "Priority"}},
     }
 
 
@@ -453,3 +474,85 @@ def test_an_expiring_jwt_key_is_warned_about(clock):
     responses.get(f"{BASE}/auth/tokens/current", json=token(["org.admin", "org.user"]))
     (warning,) = kustomer.verify().warnings
     assert "expires on 2030-03-17" in warning
+
+
+def test_requester_address_is_the_first_valid_one_verified_first():
+    def emails(*items):
+        return [{"email": e, "type": "home", "verified": v} for e, v in items]
+
+    assert requester_address(emails((" Jane.Doe@Example.COM ", True))) == "jane.doe@example.com"
+    assert requester_address(emails(("nope", True), ("b@example.com", False))) == "b@example.com"
+    assert requester_address(emails(("a@example.com", False), ("v@example.com", True))) == (
+        "v@example.com"
+    )
+    # None valid: the first as given, so the pipeline can say "invalid email".
+    assert requester_address(emails(("postmaster,c5@example.com", True))) == (
+        "postmaster,c5@example.com"
+    )
+    assert requester_address([]) is None
+
+
+@responses.activate
+def test_an_outbound_conversation_is_started_by_an_agent_and_costs_no_customer_lookup(kustomer):
+    outbound = conversation("x1")
+    outbound["attributes"]["firstMessageIn"] = None
+    outbound["attributes"]["direction"] = "out"
+    replied = conversation("x2")  # the customer answered an agent's email
+    replied["attributes"]["firstMessageIn"]["directionType"] = "response-in"
+    native = conversation("x3", customer_id="c3")
+    native["attributes"]["satisfactionLevel"] = {"status": "rated", "rating": 9}
+    responses.post(
+        f"{BASE}/customers/search?page=1&pageSize=100",
+        json=search_page([outbound, replied, native], 1, None),
+    )
+    responses.get(f"{BASE}/customers/c3", json=customer("c3", ["c3@example.com"]))
+    window = ScanWindow(utcnow() - timedelta(days=30), utcnow(), channels=("email",))
+    tickets = {t.id: t for t in kustomer.scan(window)}
+    assert tickets["x1"].started_by_agent and tickets["x1"].channel is None
+    assert tickets["x2"].started_by_agent
+    assert not tickets["x3"].started_by_agent and tickets["x3"].helpdesk_survey == "rated"
+    assert tickets["x1"].requester_email is None
+    assert [c.request.url for c in responses.calls if c.request.method == "GET"] == [
+        f"{BASE}/customers/c3"
+    ]
+
+
+@responses.activate
+def test_fetch_tickets_asks_for_many_conversations_in_one_request(kustomer):
+    ids = [f"x{n}" for n in range(150)]
+    responses.get(
+        f"{BASE}/conversations/{','.join(ids[:100])}",
+        json={"data": [conversation(i) for i in ids[:100]]},
+    )
+    responses.get(
+        f"{BASE}/conversations/{','.join(ids[100:])}",
+        json={"data": [conversation(i) for i in ids[100:]]},
+    )
+    found = kustomer.fetch_tickets(ids + ids[:3])  # repeats are asked once
+    assert sorted(found) == sorted(ids)
+    assert len(responses.calls) == 2
+    assert all(t.requester_email is None for t in found.values())  # no customer GETs
+
+
+@responses.activate
+def test_fetch_tickets_finds_which_one_is_gone_when_the_batch_is_a_404(kustomer):
+    responses.get(f"{BASE}/conversations/x1,x2", status=404, json=NOT_FOUND)
+    responses.get(f"{BASE}/conversations/x1", json={"data": conversation("x1")})
+    responses.get(f"{BASE}/conversations/x2", status=404, json=NOT_FOUND)
+    assert list(kustomer.fetch_tickets(["x1", "x2"])) == ["x1"]
+
+
+def test_an_unreachable_kustomer_is_named_in_words_at_once():
+    port = free_port()  # nothing listens there
+    kustomer = Kustomer(
+        {"url": f"http://127.0.0.1:{port}"},
+        {"api_key": "k"},
+        HelpdeskContext(allowed_urls=(f"http://127.0.0.1:{port}",)),
+    )
+    with pytest.raises(Unavailable) as caught:
+        kustomer.verify()
+    assert str(caught.value) == (
+        f"SurveyHub could not reach http://127.0.0.1:{port}: the connection was refused "
+        "(nothing listens at that address)."
+    )
+    assert "urllib3" not in str(caught.value) and "Errno" not in str(caught.value)

@@ -6,11 +6,13 @@ import time
 from datetime import timedelta
 
 import pytest
+import requests
 
 from hub.helpdesk import BadCredentials
 from hub.helpdesk import MissingPermission
 from hub.helpdesk import ScanWindow
 from hub.helpdesk import Unavailable
+from surveyhub_kustomer.connector import parse_time
 from surveyhub_kustomer.sandbox.org import EXCLUDED_TAG
 from surveyhub_kustomer.sandbox.org import ApiKey
 
@@ -66,21 +68,26 @@ def test_scan_pages_past_the_100_page_limit(sandbox):
     kustomer.page_size = 2  # 100 pages of 2 = 200 < 210 + the seeded ones
     tickets = list(kustomer.scan(window(sandbox)))
     ids = [t.id for t in tickets]
-    assert len(ids) == len(set(ids)) == 210 + 6 + len(sandbox.seeded.skipped)
+    seeded = len(sandbox.seeded.eligible) + len(sandbox.seeded.skipped)
+    assert len(ids) == len(set(ids)) == 210 + seeded
     assert "GET /v1/customers/<customer_id>" in sandbox.state()["requests"]
 
 
 def test_write_back_creates_one_note_and_sets_the_attribute(sandbox):
     conversation = sandbox.seeded.eligible[0]
     kustomer = sandbox.connector()
-    note_id = kustomer.write_back(
+    before = sandbox.org.conversations[conversation]["attributes"]["updatedAt"]
+    result = kustomer.write_back(
         conversation, "surveyhubNpsScoreNum", 9, "NPS 9/10 (promoter)", "sh:1", retry=False
     )
     state = sandbox.state()
+    # Our writes bump updatedAt, as Kustomer's do; the connector reports the new one.
+    after = sandbox.org.conversations[conversation]["attributes"]["updatedAt"]
+    assert after > before and result.updated_at == parse_time(after)
     assert [n["body"] for n in state["notes"][conversation]] == ["NPS 9/10 (promoter)"]
     assert state["notes"][conversation][0]["externalId"] == "sh:1"
     assert state["custom"][conversation] == {"surveyhubNpsScoreNum": 9}
-    assert note_id
+    assert result.note_id
 
 
 def test_retry_after_a_502_that_was_applied_creates_no_second_note(sandbox):
@@ -99,11 +106,30 @@ def test_prepare_keeps_existing_attributes(sandbox):
     kustomer = sandbox.connector()
     kustomer.prepare("surveyhubNpsScoreNum", "NPS score")
     kustomer.prepare("surveyhubNpsScoreNum", "NPS score")  # a second activation: no change
-    properties = sandbox.state()["metadata"]["conversation"]["properties"]
-    assert properties == {
-        "orderNumberStr": {"displayName": "Order number"},
+    document = sandbox.state()["metadata"]["conversation"]
+    assert document["properties"] == {
+        "orderNumberStr": {"displayName": "Order number", "type": "string"},
         "surveyhubNpsScoreNum": {"displayName": "NPS score"},
     }
+    assert document["standardProperties"] == {"priority": {"displayName": "Priority"}}
+    assert document["name"] == "conversation"
+
+
+def test_the_sandbox_refuses_a_metadata_put_with_an_undocumented_key(sandbox):
+    url = f"{sandbox.url}/v1/metadata/conversation"
+    headers = {"Authorization": f"Bearer {sandbox.seeded.api_key}"}
+    current = requests.get(url, headers=headers, timeout=5).json()["data"]["attributes"]
+    assert {"name", "updatedAt", "properties"} <= set(current)
+    refused = requests.put(url, json=current, headers=headers, timeout=5)  # read-only keys too
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["detail"] in {
+        f"should NOT have additional property '{key}'" for key in ("createdAt", "name", "updatedAt")
+    }
+    named = {"name": "conversation", "properties": current["properties"]}
+    refused = requests.put(url, json=named, headers=headers, timeout=5)
+    assert refused.json()["errors"][0]["detail"] == "should NOT have additional property 'name'"
+    fine = {"properties": current["properties"], "validations": []}
+    assert requests.put(url, json=fine, headers=headers, timeout=5).status_code == 200
 
 
 def test_verify_reports_the_key(sandbox):
@@ -130,4 +156,4 @@ def test_scan_survives_5xx_and_a_429_burst(sandbox):
     sandbox.faults(fail=[502, 503], burst_429=2, reset_in=1)
     kustomer = sandbox.connector(sleep=lambda seconds: time.sleep(min(seconds, 1.5)))
     tickets = list(kustomer.scan(window(sandbox)))
-    assert len(tickets) == 6 + len(sandbox.seeded.skipped)
+    assert len(tickets) == len(sandbox.seeded.eligible) + len(sandbox.seeded.skipped)

@@ -50,7 +50,7 @@ def test_connect_create_activate_preview_scan_and_inspect(app, runner, sandbox, 
     assert len(decisions) == len(sandbox.seeded.eligible) + len(sandbox.seeded.skipped)
     assert sum(line.endswith("  send") for line in decisions) == len(sandbox.seeded.eligible)
     assert runner.invoke(cli, ["activate", survey_id, "--lookback-days", "30"]).exit_code == 0
-    assert redis_client.llen("rq:queue:default") == 1  # the first scan, right away
+    assert redis_client.llen("rq:queue:scans") == 1  # the first scan, right away
 
     scanned = runner.invoke(cli, ["scan", survey_id])
     assert scanned.exit_code == 0, scanned.output

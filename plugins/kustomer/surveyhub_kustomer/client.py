@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -106,6 +107,42 @@ def error_text(response: requests.Response) -> str:
     return ": ".join(p for p in parts if p)
 
 
+def unreachable_reason(exc: requests.RequestException) -> str:
+    """Why a request got no answer, in words (not urllib3's repr)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 10:
+        chain.append(current)
+        inner = current.args[0] if current.args else None
+        current = (
+            current.__cause__
+            or current.__context__
+            or (inner if isinstance(inner, BaseException) else None)
+        )
+        if current is not None and getattr(current, "reason", None) is not None:
+            reason = current.reason
+            if isinstance(reason, BaseException) and reason not in chain:
+                chain.append(reason)
+    text = " ".join(str(e) for e in chain).lower()
+    if isinstance(exc, requests.ReadTimeout):
+        return f"it accepted the connection but did not answer within {TIMEOUT[1]} seconds."
+    if isinstance(exc, requests.ConnectTimeout) or "timed out" in text:
+        return f"no answer within {TIMEOUT[0]} seconds (a firewall or a wrong address?)."
+    if isinstance(exc, requests.exceptions.SSLError) or "certificate" in text:
+        return "its TLS certificate could not be verified."
+    if (
+        any(isinstance(e, socket.gaierror) for e in chain)
+        or "name or service" in text
+        or ("failed to resolve" in text or "nodename nor servname" in text)
+    ):
+        return "the host name could not be found (check the URL for typos)."
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in text:
+        return "the connection was refused (nothing listens at that address)."
+    if any(isinstance(e, ConnectionResetError) for e in chain) or "reset" in text:
+        return "the connection was closed before it answered."
+    return "the network connection failed."
+
+
 class KustomerClient:
     """Calls one Kustomer org's API with its key; raises `hub.helpdesk` errors."""
 
@@ -159,12 +196,15 @@ class KustomerClient:
         params: dict[str, Any] | None = None,
         search: bool = False,
         idempotent: bool = True,
+        retry_unreachable: bool = True,
     ) -> dict[str, Any] | None:
         """Call the API and return the decoded body (None for an empty one).
 
         429s wait for the reset (shared through the budget) and retry; 5xx and network
         errors retry with jittered backoff, but only for `idempotent` calls: a POST whose
-        answer was lost may have been applied, and the caller must check first.
+        answer was lost may have been applied, and the caller must check first. Without
+        `retry_unreachable` a host that cannot be reached is reported at once (the
+        connect form, where a person waits).
         """
         url = self.url(path)
         for attempt in range(self.retries + 1):
@@ -175,7 +215,11 @@ class KustomerClient:
                     method, url, json=json, params=params, timeout=TIMEOUT, allow_redirects=False
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
-                error: HelpdeskError = Unavailable(f"Kustomer did not answer: {exc}")
+                error: HelpdeskError = Unavailable(
+                    f"SurveyHub could not reach {self.origin}: {unreachable_reason(exc)}"
+                )
+                if not retry_unreachable:
+                    raise error from None
             else:
                 if self.budget and response.status_code != 429:
                     # After a 429 its reset time says when to resume, not the counters.

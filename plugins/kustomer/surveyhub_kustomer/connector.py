@@ -9,6 +9,7 @@ from collections import OrderedDict
 from collections import deque
 from collections.abc import Callable
 from collections.abc import Iterator
+from collections.abc import Sequence
 from datetime import UTC
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from marshmallow import Schema
 from marshmallow import fields
 
+from hub.addresses import first_valid
 from hub.helpdesk import Agent
 from hub.helpdesk import ConnectionCheck
 from hub.helpdesk import Helpdesk
@@ -24,6 +26,7 @@ from hub.helpdesk import NotFound
 from hub.helpdesk import ScanWindow
 from hub.helpdesk import Ticket
 from hub.helpdesk import Unavailable
+from hub.helpdesk import WriteResult
 from surveyhub_kustomer.client import ROLES
 from surveyhub_kustomer.client import KustomerClient
 from surveyhub_kustomer.client import has_role
@@ -47,6 +50,10 @@ REQUIRED = (
     "metadata.update",
     "user.read",
 )
+#: The keys `PUT /v1/metadata/{resource}` accepts (KUSTOMER-API.md §5).
+METADATA_PUT_KEYS = ("properties", "standardProperties", "relationships", "validations")
+#: Conversations per `GET /v1/conversations/{id,id,…}` (24-character ids: a 2.5 kB URL).
+FETCH_BATCH = 100
 CUSTOMER_CACHE = 5000
 SEEN_IDS = 20000
 
@@ -81,6 +88,31 @@ def token_expiry(secrets: dict[str, Any]) -> str | None:
         return None
 
 
+def requester_address(emails: list[Any]) -> str | None:
+    """The customer's first valid address, a verified or primary one first (normalised).
+
+    Kustomer keeps addresses as typed by agents and imports (`" Jane.Doe@Example.COM "`),
+    and a customer may have an invalid first address and a valid second one.
+    """
+    entries = [e for e in emails if isinstance(e, dict) and isinstance(e.get("email"), str)]
+    ranked = sorted(entries, key=lambda e: (not e.get("verified"), str(e.get("type")) != "primary"))
+    # None valid: the first one as given, so the pipeline says "invalid email".
+    return first_valid(e["email"] for e in ranked) or (ranked[0]["email"] if ranked else None)
+
+
+#: Kustomer's own CSAT statuses that mean the customer was not asked after all.
+NATIVE_NOT_SENT = {"", "canceled", "cancelled"}
+
+
+def native_survey(attributes: dict[str, Any]) -> str | None:
+    """The status of Kustomer's own satisfaction survey on the conversation, if any."""
+    level = attributes.get("satisfactionLevel")
+    if not isinstance(level, dict):
+        return None
+    status = str(level.get("status") or "")
+    return None if status in NATIVE_NOT_SENT else status
+
+
 def iso(moment: datetime) -> str:
     """An aware datetime as Kustomer's UTC ISO format."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
@@ -113,7 +145,12 @@ class Kustomer(Helpdesk):
     # -- connection -------------------------------------------------------------------
 
     def verify(self) -> ConnectionCheck:
-        body = self.client.request("GET", "/auth/tokens/current", need="search") or {}
+        body = (
+            self.client.request(
+                "GET", "/auth/tokens/current", need="search", retry_unreachable=False
+            )
+            or {}
+        )
         attributes = (body.get("data") or {}).get("attributes") or {}
         roles = set(attributes.get("roles") or ())
         missing = tuple(need for need in REQUIRED if not has_role(roles, need))
@@ -211,6 +248,34 @@ class Kustomer(Helpdesk):
         body = self.client.request("GET", f"/conversations/{ticket_id}", need="conversation.read")
         return self._ticket((body or {})["data"], None, OrderedDict())
 
+    fetch_batch_size = FETCH_BATCH
+
+    def fetch_tickets(self, ticket_ids: Sequence[str]) -> dict[str, Ticket]:
+        """Conversations by id, `FETCH_BATCH` per request (Kustomer's comma-separated
+        ids form), without customer lookups: the hub sends to the address it recorded.
+        """
+        found: dict[str, Ticket] = {}
+        unique = list(dict.fromkeys(ticket_ids))
+        chunks = [unique[i : i + FETCH_BATCH] for i in range(0, len(unique), FETCH_BATCH)]
+        while chunks:
+            chunk = chunks.pop()
+            try:
+                body = self.client.request(
+                    "GET", f"/conversations/{','.join(chunk)}", need="conversation.read"
+                )
+            except NotFound:
+                # One of them is gone and the whole answer is a 404: ask one by one.
+                if len(chunk) > 1:
+                    chunks.extend([ticket_id] for ticket_id in chunk)
+                continue
+            data = (body or {}).get("data") or []
+            for conversation in data if isinstance(data, list) else [data]:
+                if isinstance(conversation, dict) and conversation.get("id") in chunk:
+                    found[conversation["id"]] = self._ticket(
+                        conversation, None, OrderedDict(), skip_requester=True
+                    )
+        return found
+
     def _ticket(
         self,
         conversation: dict[str, Any],
@@ -219,26 +284,36 @@ class Kustomer(Helpdesk):
         skip_requester: bool = False,
     ) -> Ticket:
         attributes = conversation.get("attributes") or {}
+        # The customer's first inbound message decides the channel. Without one, or when
+        # it answered an agent's message, an agent started the conversation (outbound):
+        # `channels` would name the channel the agent wrote through.
         first_in = attributes.get("firstMessageIn") or {}
-        channel = first_in.get("channel") or next(iter(attributes.get("channels") or ()), None)
+        started_by_agent = (
+            attributes.get("direction") == "out"
+            or not first_in
+            or first_in.get("directionType") not in (None, "initial-in")
+        )
+        channel = first_in.get("channel")
         last_done = attributes.get("lastDone") or {}
         assignees = last_done.get("assignedUsers") or attributes.get("assignedUsers") or []
         customer_id = (
             ((conversation.get("relationships") or {}).get("customer") or {}).get("data") or {}
         ).get("id")
         status = attributes.get("status") or ""
-        wanted = not skip_requester and (
-            window is None
-            or (
-                (window.channels is None or channel in window.channels)
-                and (window.statuses is None or status in window.statuses)
+        wanted = (
+            not skip_requester
+            and not started_by_agent
+            and (
+                window is None
+                or (
+                    (window.channels is None or channel in window.channels)
+                    and (window.statuses is None or status in window.statuses)
+                )
             )
         )
         customer: dict[str, Any] = {}
         if customer_id and wanted:
             customer = self._customer(customer_id, customers)
-        emails = customer.get("emails") or []
-        email = next((e.get("email") for e in emails if e.get("email")), None)
         return Ticket(
             id=conversation["id"],
             status=status,
@@ -246,11 +321,13 @@ class Kustomer(Helpdesk):
             created_at=parse_time(attributes.get("createdAt")),
             updated_at=parse_time(attributes.get("updatedAt")),
             resolved_at=parse_time(last_done.get("createdAt")),
-            requester_email=email,
+            requester_email=requester_address(customer.get("emails") or []),
             requester_name=customer.get("displayName") or customer.get("name") or "",
             requester_locale=customer.get("locale"),
             assignee_id=assignees[0] if assignees else None,
             tags=tuple(attributes.get("tags") or ()),
+            started_by_agent=started_by_agent,
+            helpdesk_survey=native_survey(attributes),
             extra={"customer_id": customer_id},
         )
 
@@ -277,17 +354,23 @@ class Kustomer(Helpdesk):
     # -- write-back -----------------------------------------------------------------
 
     def prepare(self, attribute_name: str, title: str) -> None:
-        """Define the attribute with a read-merge-write, keeping every other attribute."""
+        """Define the attribute with a read-merge-write, keeping every other attribute.
+
+        The GET answers the whole metadata document, read-only fields (`name`,
+        `updatedAt`, …) included; the PUT takes only its documented keys, so only those
+        are sent back, merged with the new property.
+        """
         body = self.client.request("GET", "/metadata/conversation", need="metadata.read") or {}
-        document = dict((body.get("data") or {}).get("attributes") or {})
+        document = (body.get("data") or {}).get("attributes") or {}
         properties = dict(document.get("properties") or {})
         if attribute_name in properties:
             return
         properties[attribute_name] = {"displayName": title}
-        # Send back everything that was read (standardProperties, validations, …), in
-        # case the PUT replaces the whole document rather than merging.
-        document["properties"] = properties
-        self.client.request("PUT", "/metadata/conversation", need="metadata.update", json=document)
+        # Send back the other documented parts as read, in case the PUT replaces the
+        # whole document rather than merging.
+        update = {key: document[key] for key in METADATA_PUT_KEYS if document.get(key)}
+        update["properties"] = properties
+        self.client.request("PUT", "/metadata/conversation", need="metadata.update", json=update)
 
     def write_back(
         self,
@@ -297,7 +380,7 @@ class Kustomer(Helpdesk):
         note: str | None,
         note_id: str,
         retry: bool,
-    ) -> str | None:
+    ) -> WriteResult:
         helpdesk_note_id = None
         if note is not None:
             existing = self._find_note(ticket_id, note_id) if retry else None
@@ -312,13 +395,19 @@ class Kustomer(Helpdesk):
                     idempotent=False,
                 )
                 helpdesk_note_id = ((created or {}).get("data") or {}).get("id")
-        self.client.request(
+        patched = self.client.request(
             "PATCH",
             f"/conversations/{ticket_id}",
             need="conversation.update",
             json={"custom": {attribute_name: value}},
         )
-        return helpdesk_note_id
+        # The PATCH comes last, so its `updatedAt` is the one our writes left behind.
+        attributes = ((patched or {}).get("data") or {}).get("attributes") or {}
+        try:
+            updated_at = parse_time(attributes.get("updatedAt"))
+        except (TypeError, ValueError):
+            updated_at = None
+        return WriteResult(note_id=helpdesk_note_id, updated_at=updated_at)
 
     def _find_note(self, ticket_id: str, note_id: str) -> str | None:
         path = f"/conversations/{ticket_id}/notes?pageSize={self.page_size}"

@@ -31,6 +31,8 @@ from surveyhub_kustomer.sandbox.org import Org
 from surveyhub_kustomer.sandbox.org import stamp
 
 MAX_PAGE = 100
+#: The keys `PUT /v1/metadata/{resource}` accepts (KUSTOMER-API.md §5).
+METADATA_PUT_KEYS = {"properties", "standardProperties", "relationships", "validations"}
 CUSTOM_NAME = re.compile(r"^[a-z][A-Za-z0-9]*(Str|Txt|Num|At|Bool|Url|Id)$")
 SEARCHABLE = {
     "conversation_status": "status",
@@ -419,8 +421,24 @@ def create_sandbox(org: Org, rate_limit: int = 1000, search_limit: int = 100) ->
                 },
             }
             org.notes[conversation_id].append(note)
-            org.conversations[conversation_id]["attributes"]["noteCount"] += 1
+            attributes = org.conversations[conversation_id]["attributes"]
+            attributes["noteCount"] += 1
             touch(conversation_id)
+            payload = resource_conversation(conversation_id)
+        # Kustomer reports a note as an update of its conversation, ours included.
+        deliver(
+            "kustomer.conversation.update",
+            payload,
+            {
+                "attributes": {
+                    "noteCount": {
+                        "op": "replace",
+                        "before": attributes["noteCount"] - 1,
+                        "after": attributes["noteCount"],
+                    }
+                }
+            },
+        )
         return jsonify({"data": note}), 201
 
     @app.get("/v1/conversations/<conversation_id>/notes")
@@ -437,16 +455,26 @@ def create_sandbox(org: Org, rate_limit: int = 1000, search_limit: int = 100) ->
     def get_metadata(resource: str):
         if denied := require("metadata.read"):
             return denied
-        properties = org.metadata.get(resource, {}).get("properties", {})
-        return jsonify(
-            {"data": {"type": "metadata", "id": resource, "attributes": {"properties": properties}}}
-        )
+        with org.lock:
+            document = dict(org.metadata.get(resource) or {"name": resource, "properties": {}})
+        return jsonify({"data": {"type": "metadata", "id": resource, "attributes": document}})
 
     @app.put("/v1/metadata/<resource>")
     def put_metadata(resource: str):
         if denied := require("metadata.update"):
             return denied
-        body = request.get_json(silent=True) or {}
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return jsonapi_error(400, "Bad Request", "The body must be a JSON object")
+        # The documented body, and nothing else (as Kustomer's schema validator answers).
+        extra = [key for key in body if key not in METADATA_PUT_KEYS]
+        if extra:
+            return jsonapi_error(
+                400,
+                "Bad Request",
+                f"should NOT have additional property '{extra[0]}'",
+                source={"pointer": f"/{extra[0]}"},
+            )
         properties = body.get("properties")
         if not isinstance(properties, dict):
             return simple_error(400, "bad_request", "properties must be an object")
@@ -459,11 +487,12 @@ def create_sandbox(org: Org, rate_limit: int = 1000, search_limit: int = 100) ->
                 source={"pointer": f"/properties/{bad[0]}"},
             )
         with org.lock:
-            # Like the real API as far as anyone knows: PUT replaces the properties.
-            org.metadata[resource] = {"properties": properties}
-        return jsonify(
-            {"data": {"type": "metadata", "id": resource, "attributes": {"properties": properties}}}
-        )
+            document = dict(org.metadata.get(resource) or {"name": resource})
+            # Like the real API as far as anyone knows: PUT replaces the parts it is given.
+            document.update(body)
+            document["updatedAt"] = stamp(datetime.now(UTC))
+            org.metadata[resource] = document
+        return jsonify({"data": {"type": "metadata", "id": resource, "attributes": document}})
 
     @app.post("/v1/outbound-webhooks")
     def create_webhook():

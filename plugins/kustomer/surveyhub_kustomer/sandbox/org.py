@@ -77,13 +77,20 @@ class Org:
         }
         return user_id
 
-    def add_customer(self, name: str, emails: list[str], locale: str | None = None) -> str:
+    def add_customer(
+        self,
+        name: str,
+        emails: list[str],
+        locale: str | None = None,
+        verified: int | None = 0,
+    ) -> str:
+        """A customer with `emails` in order; the one at index `verified` is verified."""
         customer_id = self.new_id()
         self.customers[customer_id] = {
             "name": name,
             "displayName": name,
             "emails": [
-                {"email": email, "type": "home", "verified": i == 0, "id": None}
+                {"email": email, "type": "home", "verified": i == verified, "id": None}
                 for i, email in enumerate(emails)
             ],
             "locale": locale,
@@ -103,7 +110,11 @@ class Org:
         tags: tuple[str, ...] = (),
         name: str = "Order question",
         reopened: bool = False,
+        outbound: bool = False,
+        native_survey: str | None = None,
     ) -> str:
+        """A conversation; `outbound` ones were started by an agent (no inbound message),
+        `native_survey` gives Kustomer's own CSAT status on it."""
         conversation_id = self.new_id()
         created = self.now - max(updated_ago, resolved_ago or timedelta(0)) - timedelta(hours=5)
         last_done = None
@@ -123,7 +134,7 @@ class Org:
                 "name": name,
                 "status": status,
                 "priority": 3,
-                "direction": "in",
+                "direction": "out" if outbound else "in",
                 "channels": [channel],
                 "messageCount": 4,
                 "noteCount": 0,
@@ -131,7 +142,10 @@ class Org:
                 "reopenCount": 1 if reopened else 0,
                 "createdAt": stamp(created),
                 "updatedAt": stamp(self.now - updated_ago),
-                "firstMessageIn": {
+                # An agent's outbound conversation has no inbound message yet.
+                "firstMessageIn": None
+                if outbound
+                else {
                     "id": self.new_id(),
                     "channel": channel,
                     "sentAt": stamp(created),
@@ -142,6 +156,18 @@ class Org:
                 "assignedTeams": [],
                 "tags": list(tags),
                 "satisfaction": 0,
+                **(
+                    {
+                        "satisfactionLevel": {
+                            "status": native_survey,
+                            "rating": 9 if native_survey in ("rated", "commented") else None,
+                            "channel": "email",
+                            "sentAt": stamp(self.now - timedelta(hours=40)),
+                        }
+                    }
+                    if native_survey
+                    else {}
+                ),
                 "custom": {},
                 "defaultLang": "en_us",
                 "rev": 3,
@@ -159,6 +185,9 @@ class Seeded:
     api_key: str
     eligible: list[str]
     skipped: dict[str, str]
+    #: Eligible conversations whose customer's addresses are awkward, with the address
+    #: the survey must go to.
+    addresses: dict[str, str] = field(default_factory=dict)
 
 
 def seed(
@@ -176,8 +205,15 @@ def seed(
     org.add_user("Bea Agent", "bea@acme.example")
     org.add_user("SurveyHub key", "", user_type="machine")
     org.add_user("Former Agent", "former@acme.example", deleted=True)
+    # The whole document as Kustomer's GET answers it, read-only fields included.
     org.metadata["conversation"] = {
-        "properties": {"orderNumberStr": {"displayName": "Order number"}},
+        "name": "conversation",
+        "properties": {"orderNumberStr": {"displayName": "Order number", "type": "string"}},
+        "standardProperties": {"priority": {"displayName": "Priority"}},
+        "relationships": {},
+        "validations": [],
+        "createdAt": stamp(org.now - timedelta(days=900)),
+        "updatedAt": stamp(org.now - timedelta(days=30)),
     }
     ids = []
     for n in range(eligible):
@@ -192,10 +228,42 @@ def seed(
                 resolved_ago=timedelta(hours=50 + n // 2, minutes=1),
             )
         )
+    addresses = {}
+    if eligible:
+        # Awkward but valid addresses: surveyed, at the address in its normal form.
+        for name, emails, verified, address in (
+            ("Spaces", [" Jane.Doe@Example.COM "], 0, "jane.doe@example.com"),
+            ("Second", ["not an address", "second@example.com"], None, "second@example.com"),
+            ("Verified", ["old@example.com", "verified@example.com"], 1, "verified@example.com"),
+        ):
+            conversation = org.add_conversation(
+                org.add_customer(name, emails, verified=verified),
+                assignee=agent,
+                updated_ago=timedelta(hours=52),
+                resolved_ago=timedelta(hours=53),
+            )
+            ids.append(conversation)
+            addresses[conversation] = address
     skipped = {}
 
     def person(name: str, emails: list[str]) -> str:
         return org.add_customer(name, emails)
+
+    skipped[
+        org.add_conversation(
+            person("Outbound", ["outbound@example.com"]), assignee=agent, outbound=True
+        )
+    ] = "started by an agent"
+    skipped[
+        org.add_conversation(
+            person("Native", ["native@example.com"]), assignee=agent, native_survey="rated"
+        )
+    ] = "surveyed by the helpdesk"
+    skipped[
+        org.add_conversation(
+            person("Invalid", ["postmaster,customer9@example.com"]), assignee=agent
+        )
+    ] = "invalid email"
 
     skipped[
         org.add_conversation(person("Chat", ["chat@example.com"]), channel="chat", assignee=agent)
@@ -243,4 +311,4 @@ def seed(
         updated_ago=timedelta(hours=2),
         resolved_ago=timedelta(hours=2),
     )
-    return Seeded(org=org, api_key=api_key, eligible=ids, skipped=skipped)
+    return Seeded(org=org, api_key=api_key, eligible=ids, skipped=skipped, addresses=addresses)
