@@ -176,8 +176,8 @@ def test_the_sandbox_delivers_a_signed_webhook_to_the_hub(app, redis_client, res
             cid for cid, reason in seeded.skipped.items() if reason == "not resolved"
         )
         requests.post(f"{sandbox_url}/__sandbox/conversations/{conversation}/resolve", timeout=5)
-        # Our own write-back fires an update too; it must not count as a resolution.
-        kustomer.write_back(conversation, "surveyhubNpsScoreNum", 9, None, "sh:1", False)
+        # Our own note and attribute fire updates too; they must not count as resolutions.
+        kustomer.write_back(conversation, "surveyhubNpsScoreNum", 9, "NPS 9/10", "sh:1", False)
         deadline = time.monotonic() + 10
         while not resolutions.events and time.monotonic() < deadline:
             time.sleep(0.05)

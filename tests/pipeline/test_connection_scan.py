@@ -1,0 +1,184 @@
+"""Kustomer as documented, through the pipeline: awkward tickets, our own writes, one
+scan per connection and batched re-checks, against the strict sandbox over HTTP."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from hub.extensions import db
+from hub.links import rating_token
+from hub.models import Delivery
+from hub.models import Survey
+from hub.models import WriteBack
+from hub.pipeline.scan import scan_connection
+from hub.pipeline.scan import scan_survey
+from hub.pipeline.send import send_deliveries
+from hub.pipeline.writeback import run_write_back
+from surveyhub_kustomer.sandbox.org import stamp
+from tests.pipeline.conftest import add_survey
+from tests.pipeline.test_pipeline import deliveries
+from tests.pipeline.test_pipeline import send_pending
+
+CUSTOMER_GET = "GET /v1/customers/<customer_id>"
+CONVERSATION_GET = "GET /v1/conversations/<ids>"
+SEARCH = "POST /v1/customers/search"
+
+
+def requests_made(hub) -> dict[str, int]:
+    return hub.sandbox.state()["requests"]
+
+
+def test_activation_defined_the_attribute_and_kept_every_other_property(hub):
+    document = hub.sandbox.state()["metadata"]["conversation"]
+    assert document["properties"]["surveyhubNpsScoreNum"] == {
+        "displayName": "NPS score (SurveyHub)"
+    }
+    assert document["properties"]["orderNumberStr"] == {
+        "displayName": "Order number",
+        "type": "string",
+    }
+    assert document["standardProperties"] == {"priority": {"displayName": "Priority"}}
+
+
+def test_awkward_tickets_are_decided_alike_in_the_dry_run_and_the_scan(hub):
+    seeded = hub.sandbox.seeded
+    with hub.app.app_context():
+        previewed = {}
+        scan_survey(
+            hub.survey_id, dry_run=True, on_decision=lambda t, r: previewed.update({t.id: r})
+        )
+        scan_survey(hub.survey_id)
+    rows = deliveries(hub.app, hub.survey_id)
+    recorded = {t: r.skip_reason for t, r in rows.items()}
+    assert previewed == recorded
+    for reason in ("started by an agent", "surveyed by the helpdesk", "invalid email"):
+        (ticket,) = [t for t, r in seeded.skipped.items() if r == reason]
+        assert recorded[ticket] == reason
+    for ticket, address in seeded.addresses.items():
+        assert (rows[ticket].state, rows[ticket].requester_email) == ("pending", address)
+    send_pending(hub.app, hub.survey_id)
+    received = {m["To"].addresses[0].addr_spec for m in hub.smtp.handler.messages}
+    assert set(seeded.addresses.values()) <= received
+    assert "customer9@example.com" not in " ".join(received)  # the listed address
+
+
+def test_the_native_survey_setting_can_be_turned_off(hub):
+    (native,) = [
+        t for t, r in hub.sandbox.seeded.skipped.items() if r == "surveyed by the helpdesk"
+    ]
+    with hub.app.app_context():
+        csat = add_survey(hub.connection_id, "csat", 3, skip_helpdesk_surveyed=False)
+        scan_survey(csat)
+    assert deliveries(hub.app, csat)[native].state == "pending"
+
+
+def rate_and_write_back(hub, ticket_id: str, value: int = 9) -> None:
+    row = deliveries(hub.app, hub.survey_id)[ticket_id]
+    with hub.app.test_request_context():
+        token = rating_token(row.id)
+    hub.app.test_client().post(f"/r/{token}/{value}")
+    with hub.app.app_context():
+        for item in db.session.execute(select(WriteBack)).scalars().all():
+            if item.state == "pending":
+                assert run_write_back(item.id) == "done"
+
+
+def test_a_survey_created_after_ratings_were_written_back_still_surveys_those_tickets(hub):
+    seeded = hub.sandbox.seeded
+    rated, touched = seeded.eligible[0], seeded.eligible[2]
+    with hub.app.app_context():
+        scan_survey(hub.survey_id)
+    send_pending(hub.app, hub.survey_id)
+    before = hub.sandbox.org.conversations[rated]["attributes"]["updatedAt"]
+    rate_and_write_back(hub, rated)
+    after = hub.sandbox.org.conversations[rated]["attributes"]["updatedAt"]
+    # Kustomer bumps updatedAt on our note and PATCH: to a survey with a 48-hour delay
+    # the ticket now looks updated a moment ago.
+    assert after > before
+    assert datetime.fromisoformat(after.replace("Z", "+00:00")) > datetime.now(UTC) - timedelta(
+        minutes=5
+    )
+    # An agent really touches another rated ticket after our write: that one counts.
+    rate_and_write_back(hub, touched)
+    hub.sandbox.org.conversations[touched]["attributes"]["updatedAt"] = stamp(
+        datetime.now(UTC) + timedelta(seconds=5)
+    )
+    with hub.app.app_context():
+        csat = add_survey(hub.connection_id, "csat", 3)
+        scan_survey(csat)
+    rows = deliveries(hub.app, csat)
+    assert (rows[rated].state, rows[rated].skip_reason) == ("pending", None)
+    assert rows[touched].skip_reason == "updated within the delay"
+    send_pending(hub.app, csat)  # the send-time re-check discounts our writes too
+    assert deliveries(hub.app, csat)[rated].state == "sent"
+
+
+def test_one_scan_serves_every_survey_of_a_connection(hub):
+    seeded = hub.sandbox.seeded
+    with hub.app.app_context():
+        csat = add_survey(hub.connection_id, "csat", 3)
+        ces = add_survey(hub.connection_id, "ces", 7, delay_hours=24)
+    hub.sandbox.app.extensions["sandbox"]["counts"].clear()
+    with hub.app.app_context():
+        reports = scan_connection(hub.connection_id)
+    assert set(reports) == {hub.survey_id, csat, ces}
+    counts = requests_made(hub)
+    # One pass: the searches of a single scan, each requester looked up once.
+    assert counts[SEARCH] == 1
+    customers = {
+        c["customer_id"]
+        for t, c in hub.sandbox.org.conversations.items()
+        if t in seeded.eligible or seeded.skipped.get(t) not in (None, "started by an agent")
+    }
+    assert counts[CUSTOMER_GET] <= len(customers)
+    for survey_id in (hub.survey_id, csat):
+        pending = {t for t, r in deliveries(hub.app, survey_id).items() if r.state == "pending"}
+        assert set(seeded.eligible) <= pending
+    # The 24-hour CES survey's window is the widest; the same pass covers it.
+    assert reports[ces].seen >= reports[hub.survey_id].seen
+    with hub.app.app_context():
+        for survey in db.session.execute(select(Survey)).scalars():
+            assert survey.last_scan_at is not None and survey.watermark is not None
+
+
+def test_send_time_re_checks_are_batched_and_reuse_the_scanned_address(hub):
+    with hub.app.app_context():
+        csat = add_survey(hub.connection_id, "csat", 3)
+        scan_connection(hub.connection_id)
+        pending = (
+            db.session.execute(select(Delivery.id).where(Delivery.state == "pending"))
+            .scalars()
+            .all()
+        )
+    hub.sandbox.app.extensions["sandbox"]["counts"].clear()
+    with hub.app.app_context():
+        states = send_deliveries(pending)
+    assert set(states.values()) == {"sent"}
+    counts = requests_made(hub)
+    tickets = len(
+        {
+            deliveries(hub.app, s)[t].ticket_id
+            for s in (hub.survey_id, csat)
+            for t in deliveries(hub.app, s)
+        }
+    )
+    assert counts.get(CONVERSATION_GET, 0) == math.ceil(len(pending) / 100) <= tickets
+    assert CUSTOMER_GET not in counts
+    assert len(hub.smtp.handler.messages) == len(pending)
+
+
+def test_a_ticket_deleted_before_sending_is_skipped_with_the_others_sent(hub):
+    seeded = hub.sandbox.seeded
+    with hub.app.app_context():
+        scan_survey(hub.survey_id)
+    gone = seeded.eligible[1]
+    del hub.sandbox.org.conversations[gone]
+    send_pending(hub.app, hub.survey_id)
+    rows = deliveries(hub.app, hub.survey_id)
+    assert (rows[gone].state, rows[gone].skip_reason) == ("skipped", "ticket deleted")
+    assert all(rows[t].state == "sent" for t in seeded.eligible if t != gone)
