@@ -134,7 +134,9 @@ def test_periodic_job_is_enqueued_once_per_interval_and_never_twice(sqlite_app, 
     assert scheduler.run_due(now=1_020.0) == []  # no interval is over (reconcile: 30 s)
     # Intervals over, but the first runs are still queued: no second copies.
     assert scheduler.run_due(now=5_000.0) == []
-    assert redis_client.llen("rq:queue:default") == len(table)
+    # Housekeeping on the control queue, which every worker serves first; reminders send.
+    assert redis_client.llen("rq:queue:control") == 3
+    assert redis_client.llen("rq:queue:sends") == 1
 
 
 def test_second_scheduler_process_waits_then_takes_over(sqlite_app, subprocess_env, redis_client):
@@ -144,7 +146,7 @@ def test_second_scheduler_process_waits_then_takes_over(sqlite_app, subprocess_e
         ["surveyhub", "scheduler"], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE
     )
     try:
-        assert wait_for(lambda: redis_client.llen("rq:queue:default") >= 1)
+        assert wait_for(lambda: redis_client.llen("rq:queue:control") >= 1)
         second = subprocess.Popen(
             ["surveyhub", "scheduler"], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE
         )

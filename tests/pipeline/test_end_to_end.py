@@ -409,3 +409,67 @@ def test_smtp_down_then_back(live):
     )
     assert_nothing_lost_or_doubled(live, survey_id)
     back.stop()
+
+
+def test_a_rating_is_written_back_while_a_thousand_sends_wait(live):
+    """Write-backs jump the queue: the worker serves write-backs before sends."""
+    from datetime import timedelta
+
+    from sqlalchemy import func
+
+    from hub.models import Rating
+    from hub.pipeline.send import SEND_BATCH
+
+    seeded = live.sandbox.seeded
+    with live.app.app_context():
+        survey_id = add_survey(live.connection_id, "csat", 3)
+    live.start("worker", "worker")
+    live.start("scheduler", "scheduler")
+    expected = len(seeded.eligible) + len(seeded.skipped)
+    wait_until(lambda: live.settled(survey_id, expected), what="the first deliveries")
+    # A thousand more resolved email tickets (100 customers; CSAT has no cooldown), and a
+    # mail server that takes its time: the sends queue up behind each other.
+    org = live.sandbox.org
+    agent = next(iter(org.users))
+    people = [org.add_customer(f"Bulk {n}", [f"bulk{n}@example.com"]) for n in range(100)]
+    for n in range(1000):  # resolved just before the watermark, inside the scan's overlap
+        ago = timedelta(hours=48, minutes=20, seconds=n)
+        org.add_conversation(people[n % 100], assignee=agent, updated_ago=ago, resolved_ago=ago)
+    live.smtp.handler.delay = 0.03
+    wait_until(
+        lambda: len(live.rows(survey_id)) >= expected + 1000, timeout=120, what="the bulk scan"
+    )
+    email = live.rows(survey_id)[seeded.eligible[0]].requester_email
+    message = next(m for m in live.smtp.handler.messages if m["To"].addresses[0].addr_spec == email)
+    answer_like_a_browser(live, message, 3, "Quick")
+    wait_until(
+        lambda: any(w.state == "done" for w in live.write_backs()),
+        timeout=180,
+        what="the write-back",
+    )
+    with live.app.app_context():
+        (done,) = [w for w in db.session.execute(select(WriteBack)).scalars() if w.done_at]
+        rated_at = db.session.get(Rating, done.rating_id).created_at
+        sent_meanwhile, still_to_send = (
+            db.session.execute(
+                select(func.count(Delivery.id)).where(
+                    Delivery.survey_id == survey_id,
+                    Delivery.sent_at > start,
+                    Delivery.sent_at <= end,
+                )
+            ).scalar_one()
+            for start, end in (
+                (rated_at, done.done_at),
+                (done.done_at, done.done_at + timedelta(days=1)),
+            )
+        )
+        pending = db.session.execute(
+            select(func.count(Delivery.id)).where(Delivery.state.in_(["pending", "sending"]))
+        ).scalar_one()
+    # Most of the thousand were still waiting when the rating reached Kustomer.
+    assert still_to_send + pending >= 5 * SEND_BATCH
+    # Meanwhile at most the batches a worker was in the middle of went out (the grace
+    # time, then the reconciler's turn, then the write-back's), not the queue behind them.
+    assert sent_meanwhile <= 4 * SEND_BATCH
+    notes = live.sandbox.state()["notes"][seeded.eligible[0]]
+    assert len(notes) == 1 and '"Quick"' in notes[0]["body"]
