@@ -49,3 +49,38 @@ def test_hook_has_a_test(name):
 def test_every_hookspec_has_a_docstring():
     for name in HOOKS:
         assert inspect.getdoc(getattr(hookspecs, name)), name
+
+
+CONNECTOR_METHODS = [
+    "verify",
+    "agents",
+    "scan",
+    "fetch_ticket",
+    "fetch_tickets",
+    "prepare",
+    "write_back",
+]
+
+
+@pytest.mark.parametrize("name", CONNECTOR_METHODS)
+def test_connector_method_is_documented_under_its_signature(name):
+    from hub.helpdesk import Helpdesk
+
+    parameters = inspect.signature(getattr(Helpdesk, name)).parameters.values()
+    shown = ", ".join(
+        p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}"
+        for p in parameters
+        if p.name != "self"
+    )
+    assert f"`{name}({shown})`" in (ROOT / "docs" / "hooks.md").read_text()
+
+
+def test_every_public_connector_method_is_checked():
+    from hub.helpdesk import Helpdesk
+
+    public = {
+        name
+        for name, value in vars(Helpdesk).items()
+        if callable(value) and not name.startswith("_") and name != "secret_fields"
+    }
+    assert public == set(CONNECTOR_METHODS)

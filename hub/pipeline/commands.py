@@ -181,7 +181,9 @@ def add_commands(cli: click.Group) -> None:
             survey_id, dry_run=dry_run, on_decision=show, lookback_days=lookback_days
         )
         if report.locked:
-            raise click.ClickException("Another scan of this survey is running.")
+            raise click.ClickException(
+                "Another scan of this survey's connection is running; try again when it ends."
+            )
         verb = "would send" if dry_run else "pending"
         skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(report.skipped.items()))
         click.echo(
