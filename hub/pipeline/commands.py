@@ -17,6 +17,18 @@ def _pairs(values: tuple[str, ...]) -> dict[str, str]:
     return pairs
 
 
+def _sentence(errors: dict, schema) -> str:
+    """Marshmallow's error dict as sentences that name the fields as the form does."""
+    parts = []
+    for name, messages in errors.items():
+        field = schema.fields.get(name)
+        label = (field.metadata.get("label") if field else None) or name
+        text = " ".join(messages) if isinstance(messages, list) else str(messages)
+        option = f"--setting {name}=…" if field and not field.metadata.get("secret") else name
+        parts.append(f"{label} ({option}): {text}")
+    return "Invalid settings. " + " ".join(parts)
+
+
 def add_commands(cli: click.Group) -> None:
     """Add the pipeline's commands to the `surveyhub` group."""
 
@@ -42,13 +54,32 @@ def add_commands(cli: click.Group) -> None:
             raise click.ClickException(f"No helpdesk plugin '{helpdesk}' (known: {known}).")
         connector_class = registry.helpdesks[helpdesk]
         given = _pairs(settings)
+        schema = connector_class.settings_schema()
         secret_names = connector_class.secret_fields()
-        for field in secret_names:
-            if field not in given:
-                given[field] = click.prompt(field.replace("_", " "), hide_input=True)
-        errors = connector_class.settings_schema().validate(given)
+        unknown = sorted(set(given) - set(schema.fields))
+        if unknown:
+            raise click.ClickException(
+                f"{helpdesk} has no setting {unknown[0]!r}; its settings are: "
+                f"{', '.join(schema.fields)}."
+            )
+        on_command_line = [name for name in secret_names if name in given]
+        if on_command_line:
+            # Arguments show up in `ps` and shell history.
+            raise click.ClickException(
+                f"Do not put {on_command_line[0]} on the command line: leave it out and type "
+                "it at the prompt, or pipe it on standard input."
+            )
+        errors = schema.validate(given, partial=tuple(secret_names))
         if errors:
-            raise click.ClickException(f"Invalid settings: {errors}")
+            raise click.ClickException(_sentence(errors, schema))
+        for field in secret_names:
+            given[field] = click.prompt(
+                schema.fields[field].metadata.get("label") or field.replace("_", " "),
+                hide_input=True,
+            ).strip()
+        errors = schema.validate(given)
+        if errors:
+            raise click.ClickException(_sentence(errors, schema))
         public = {k: v for k, v in given.items() if k not in secret_names}
         secrets = {k: v for k, v in given.items() if k in secret_names}
         context = HelpdeskContext(
@@ -108,6 +139,12 @@ def add_commands(cli: click.Group) -> None:
         if scale not in metrics[metric].scales:
             raise click.ClickException(f"{metric} offers scales {metrics[metric].scales}.")
         settings = {}
+        known = SurveySettingsSchema().fields
+        for key in _pairs(values):
+            if key not in known:
+                raise click.ClickException(
+                    f"There is no setting {key!r}. The settings are: {', '.join(known)}."
+                )
         for key, raw in _pairs(values).items():
             try:
                 settings[key] = json.loads(raw)
@@ -116,7 +153,7 @@ def add_commands(cli: click.Group) -> None:
         try:
             settings = SurveySettingsSchema().load(settings)
         except ValidationError as exc:
-            raise click.ClickException(f"Invalid settings: {exc.messages}") from exc
+            raise click.ClickException(_sentence(exc.messages, SurveySettingsSchema())) from exc
         survey = Survey(
             connection_id=connection_id,
             metric=metric,
@@ -127,6 +164,25 @@ def add_commands(cli: click.Group) -> None:
         db.session.add(survey)
         db.session.commit()
         click.echo(f"Created survey {survey.id} ({metric}, {scale} points, inactive).")
+
+    @survey.command("list")
+    @with_appcontext
+    def list_surveys() -> None:
+        """Every survey: id, name, metric, helpdesk connection and state."""
+        from hub.extensions import db
+        from hub.models import Survey
+
+        surveys = db.session.execute(select(Survey).order_by(Survey.id)).scalars().all()
+        if not surveys:
+            click.echo("No surveys yet: create one with `surveyhub survey create`.")
+        for item in surveys:
+            state = "active" if item.active else "inactive"
+            last = item.last_scan_at.strftime("%Y-%m-%d %H:%M") if item.last_scan_at else "never"
+            click.echo(
+                f"{item.id:>4}  {item.name}  {item.metric}  "
+                f"{item.connection.helpdesk}:{item.connection.name}  {state}  last scan {last}"
+                + (f"  error: {item.last_scan_error}" if item.last_scan_error else "")
+            )
 
     @cli.command()
     @click.argument("survey_id", type=int)

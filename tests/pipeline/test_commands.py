@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 from hub.cli import cli
+from hub.extensions import db
+from hub.models import Connection
 from hub.suppressions import suppress
 from surveyhub_kustomer.sandbox.org import UNSUBSCRIBED
 from tests.kustomer.conftest import sandbox  # noqa: F401  (a fixture)
@@ -74,9 +76,8 @@ def test_connect_refuses_a_wrong_key_with_kustomers_reason(app, runner, sandbox)
             "S",
             "--setting",
             f"url={sandbox.url}",
-            "--setting",
-            "api_key=wrong",
         ],
+        input="wrong\n",
     )
     assert result.exit_code == 1
     assert "Kustomer refused the API key" in result.output
@@ -92,9 +93,51 @@ def test_connect_refuses_an_unknown_host(app, runner):
             "S",
             "--setting",
             "url=https://evil.example",
-            "--setting",
-            "api_key=k",
         ],
+        input="k\n",
     )
     assert result.exit_code == 1
     assert "is not a Kustomer address" in result.output
+
+
+def test_connect_never_takes_a_secret_from_the_command_line(app, runner):
+    result = runner.invoke(
+        cli,
+        ["connect", "kustomer", "--name", "S", "--setting", "url=acme", "--setting", "api_key=k"],
+    )
+    assert result.exit_code == 1
+    assert "Do not put api_key on the command line" in result.output
+
+
+def test_connect_without_a_url_says_so_before_asking_for_the_key(app, runner):
+    result = runner.invoke(cli, ["connect", "kustomer", "--name", "S"], input="k\n")
+    assert result.exit_code == 1
+    assert "API key" not in result.output  # not prompted
+    assert "Kustomer URL (--setting url=…): Missing data for required field." in result.output
+    assert "{" not in result.output
+    typo = runner.invoke(cli, ["connect", "kustomer", "--name", "S", "--setting", "uri=acme"])
+    assert "kustomer has no setting 'uri'; its settings are: url, api_key." in typo.output
+
+
+def test_survey_create_refuses_unknown_settings_and_survey_list_shows_them(app, runner):
+    with app.app_context():
+        connection = Connection(helpdesk="kustomer", name="Acme", settings={"url": "acme"})
+        db.session.add(connection)
+        db.session.commit()
+    typo = runner.invoke(
+        cli, ["survey", "create", "--connection", "1", "--metric", "nps", "--set", "delay=24"]
+    )
+    assert typo.exit_code == 1
+    assert "There is no setting 'delay'. The settings are: delay_hours, channels" in typo.output
+    bad = runner.invoke(
+        cli, ["survey", "create", "--connection", "1", "--metric", "nps", "--set", "delay_hours=x"]
+    )
+    assert bad.exit_code == 1 and "delay_hours" in bad.output and "{" not in bad.output
+    made = runner.invoke(
+        cli,
+        ["survey", "create", "--connection", "1", "--metric", "csat", "--name", "Support CSAT"],
+    )
+    assert made.exit_code == 0, made.output
+    listing = runner.invoke(cli, ["survey", "list"])
+    assert listing.exit_code == 0
+    assert "1  Support CSAT  csat  kustomer:Acme  inactive  last scan never" in listing.output
