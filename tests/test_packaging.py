@@ -155,3 +155,129 @@ def test_wheel_ships_templates_and_migrations_and_works_installed(subprocess_env
     assert result.returncode == 0, result.stderr
     assert "'deliveries'" in result.stdout and "'write_backs'" in result.stdout
     assert result.stdout.strip().endswith("200")
+
+
+def test_every_hub_package_is_in_the_wheels_package_list():
+    """The hub's package list is written out (templates/ and migrations/ are mapped into
+    `hub`), so a new subpackage must be added to it: this catches a forgotten one."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {"hub", *(f"hub.{name}" for name in find_packages(str(ROOT / "hub")))}
+    assert found <= listed, f"add {sorted(found - listed)} to pyproject.toml"
+
+
+def test_the_three_wheels_work_in_a_fresh_virtualenv(tmp_path, redis_client):
+    """The README's production install: wheels, a new virtualenv, no source tree in sight."""
+    import os
+    import venv
+
+    from tests.conftest import free_port
+    from tests.conftest import redis_url
+
+    dist = tmp_path / "dist"
+    builds = (
+        (ROOT, ["pyproject.toml", "README.md", "hub", "templates", "migrations"]),
+        (ROOT / "plugins" / "metrics", None),
+        (ROOT / "plugins" / "kustomer", None),
+    )
+    for n, (source, names) in enumerate(builds):
+        copy = copy_sources(source, tmp_path / f"src{n}", names)
+        pip("wheel", "--no-deps", "-w", str(dist), str(copy))
+    wheels = sorted(str(w) for w in dist.glob("*.whl"))
+    assert len(wheels) == 3
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        + ["-c", str(ROOT / "constraints.txt"), *wheels],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert installed.returncode == 0, installed.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("HUB_", "PYTEST_", "VIRTUAL_ENV"))
+        and key not in {"DATABASE_URL", "REDIS_URL", "PYTHONPATH"}
+    }
+    env.update(
+        PATH=f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        HUB_SECRET_KEY="a-production-like-secret-key-of-some-length",
+        HUB_BASE_URL="http://localhost:5000",
+        HUB_INSTANCE_PATH=str(tmp_path / "instance"),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'prod.db'}",
+        REDIS_URL=redis_url(),
+    )
+    surveyhub = str(env_dir / "bin" / "surveyhub")
+
+    def cli(*args, stdin=None):
+        result = subprocess.run(
+            [surveyhub, *args],
+            env=env,
+            cwd=elsewhere,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, f"surveyhub {' '.join(args)}:\n{result.stderr}"
+        return result.stdout
+
+    where = subprocess.run(
+        [str(python), "-c", "import hub, surveyhub_kustomer; print(hub.__file__)"],
+        env=env,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+    )
+    assert where.stdout.startswith(str(env_dir)), where.stdout + where.stderr
+    assert "kustomer-sandbox" in cli("--help")
+    plugins = cli("plugins")
+    assert "kustomer  surveyhub-kustomer" in plugins and "metrics  surveyhub-metrics" in plugins
+    cli("db", "upgrade")
+    port = free_port()
+    sandbox = subprocess.Popen(
+        [surveyhub, "kustomer-sandbox", "--port", str(port)],
+        env=env,
+        cwd=elsewhere,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        import time
+
+        import requests
+
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                requests.get(f"{url}/__sandbox/state", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        env["HUB_ALLOWED_HELPDESK_URLS"] = url
+        connected = cli(
+            "connect",
+            "kustomer",
+            "--name",
+            "Sandbox",
+            "--setting",
+            f"url={url}",
+            stdin="sandbox-api-key\n",
+        )
+        assert "Saved connection 1." in connected
+        cli("survey", "create", "--connection", "1", "--metric", "nps")
+        preview = cli("scan", "1", "--dry-run", "--lookback-days", "30")
+        assert " would send, " in preview and "skip: started by an agent" in preview
+    finally:
+        sandbox.terminate()
+        sandbox.wait(10)
