@@ -19,6 +19,7 @@ from sqlalchemy import String
 from sqlalchemy import Text
 from sqlalchemy import TypeDecorator
 from sqlalchemy import UniqueConstraint
+from sqlalchemy import text
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
@@ -264,6 +265,15 @@ class WriteBack(TimestampMixin, db.Model):
     __table_args__ = (
         Index("ix_write_backs_state_next_attempt_at", "state", "next_attempt_at"),
         Index("ix_write_backs_rating_id", "rating_id"),
+        # At most one pending write-back per rating, whatever races: concurrent clicks
+        # refresh the one that is waiting instead of adding notes.
+        Index(
+            "uq_write_backs_pending_rating_id",
+            "rating_id",
+            unique=True,
+            sqlite_where=text("state = 'pending'"),
+            postgresql_where=text("state = 'pending'"),
+        ),
     )
 
 

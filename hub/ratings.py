@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from datetime import timedelta
 
@@ -13,12 +14,16 @@ from hub.extensions import db
 from hub.models import Delivery
 from hub.models import Rating
 from hub.models import utcnow
+from hub.pipeline.writeback import enqueue_if_due
+from hub.pipeline.writeback import stage_write_back
 
 #: A second click within this time replaces the score; later clicks are refused.
 CHANGE_WINDOW = timedelta(minutes=15)
 #: Different scores submitted automatically this close together are a scanner, not a person.
 SCANNER_BURST = timedelta(seconds=60)
 MAX_COMMENT_LENGTH = 5000
+#: How often a score or comment is re-applied after losing a race to a concurrent one.
+RETRIES = 5
 
 
 class RatingLocked(Exception):
@@ -51,7 +56,35 @@ def record_score(
     replace (their own answer then gets a fresh window).
     """
     now = now or utcnow()
-    rating = rating_for(delivery)
+    for _ in range(RETRIES):
+        rating = rating_for(delivery)
+        try:
+            changed = _apply_score(rating, delivery, value, scale, now, automatic)
+            if changed is None:
+                return rating, False
+            rating = changed
+            write_back = stage_write_back(rating, "score", now)
+            db.session.commit()
+        except IntegrityError:
+            # A concurrent click created the rating or its write-back first: apply ours
+            # to what it committed.
+            db.session.rollback()
+            continue
+        enqueue_if_due(write_back, now)
+        current_app.extensions["hub"].registry.rating_received(rating)
+        return rating, True
+    raise RuntimeError(f"The score for delivery {delivery.id} kept conflicting; try again.")
+
+
+def _apply_score(
+    rating: Rating | None,
+    delivery: Delivery,
+    value: int,
+    scale: int,
+    now: datetime,
+    automatic: bool,
+) -> Rating | None:
+    """Change (or create) the rating in the session; None when nothing changes."""
     if rating is None:
         rating = Rating(
             delivery_id=delivery.id,
@@ -63,42 +96,53 @@ def record_score(
             updated_at=now,
         )
         db.session.add(rating)
-        try:
-            db.session.commit()
-        except IntegrityError:
-            # Two clicks raced; the other one created the row. Apply ours to it.
-            db.session.rollback()
-            return record_score(delivery, value, scale, now, automatic)
+        db.session.flush()  # a concurrent first click makes this fail: unique delivery
     elif rating.value == value and rating.scale == scale:
         if not (rating.suspected_scanner and not automatic):
-            return rating, False
+            return None
         # The person confirms the score a scanner happened to leave: it now counts.
         rating.suspected_scanner, rating.created_at = False, now
-        db.session.commit()
     elif rating.suspected_scanner:
         rating.value, rating.scale = value, scale
         if not automatic:
             rating.suspected_scanner, rating.created_at = False, now
-        db.session.commit()
     elif automatic and now - rating.created_at <= SCANNER_BURST:
         rating.value, rating.scale, rating.suspected_scanner = value, scale, True
-        db.session.commit()
     elif now - rating.created_at > CHANGE_WINDOW:
         raise RatingLocked(rating)
     else:
         rating.value, rating.scale = value, scale
-        db.session.commit()
-    current_app.extensions["hub"].registry.rating_received(rating)
-    return rating, True
+    return rating
 
 
 def record_comment(rating: Rating, comment: str, now: datetime | None = None) -> bool:
-    """Store the customer's comment; return whether it changed."""
-    comment = comment.strip()[:MAX_COMMENT_LENGTH]
-    if comment == rating.comment:
-        return False
-    rating.comment = comment
-    rating.commented_at = now or utcnow()
-    db.session.commit()
-    current_app.extensions["hub"].registry.comment_received(rating)
-    return True
+    """Store the customer's comment (and its write-back); return whether it changed."""
+    now = now or utcnow()
+    comment = clean_comment(comment)
+    rating_id = rating.id
+    for _ in range(RETRIES):
+        rating = db.session.get(Rating, rating_id)
+        if comment == rating.comment:
+            return False
+        rating.comment = comment
+        rating.commented_at = now
+        try:
+            write_back = stage_write_back(rating, "comment", now) if comment else None
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            continue
+        if write_back is not None:
+            enqueue_if_due(write_back, now)
+        current_app.extensions["hub"].registry.comment_received(rating)
+        return True
+    raise RuntimeError(f"The comment for rating {rating_id} kept conflicting; try again.")
+
+
+def clean_comment(comment: str) -> str:
+    """The comment as stored: control characters (NUL included) removed, except line
+    breaks and tabs, trimmed and capped."""
+    kept = "".join(
+        ch for ch in comment if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs")
+    )
+    return kept.replace("\r\n", "\n").strip()[:MAX_COMMENT_LENGTH]

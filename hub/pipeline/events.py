@@ -1,4 +1,8 @@
-"""The pipeline's own hook implementations: it listens to the hub's events like any plugin."""
+"""The pipeline's own hook implementations: it listens to webhook events like any plugin.
+
+Ratings and comments are not handled here: their write-back is created in the same
+transaction as the answer (`hub.ratings`), so a failing plugin can never lose one.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,7 @@ from sqlalchemy import select
 from hub import hookimpl
 from hub.extensions import db
 from hub.models import Survey
-from hub.pipeline.writeback import queue_write_back
 from hub.surveys import settings_of
-
-
-@hookimpl
-def rating_received(rating):
-    queue_write_back(rating, "score")
-
-
-@hookimpl
-def comment_received(rating):
-    if rating.comment:
-        queue_write_back(rating, "comment")
 
 
 @hookimpl

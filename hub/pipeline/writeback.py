@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from datetime import timedelta
 
 from flask import current_app
@@ -29,33 +30,28 @@ from hub.surveys import settings_of
 log = logging.getLogger(__name__)
 
 
-def queue_write_back(rating: Rating, kind: str) -> WriteBack:
-    """Record that `rating` must be written back; a worker picks it up when it is due.
+def stage_write_back(rating: Rating, kind: str, now: datetime) -> WriteBack:
+    """Add (or refresh) `rating`'s pending write-back to the current transaction.
 
+    Called in the same transaction as the score or comment it carries, so an answer is
+    never committed without its write-back. The database allows one pending write-back
+    per rating (a partial unique index): a concurrent click that inserts one first makes
+    this transaction's flush or commit fail with `IntegrityError`, and the caller retries.
     A score waits a short grace time (`HUB_WRITEBACK_GRACE`), so a comment typed right
-    after the click lands in the same note. While a write-back of the rating is still
-    pending, nothing new is created: the note is worded from the rating when it is sent,
-    so a changed score or a quick comment never makes a second note.
+    after the click lands in the same note; the note is worded from the rating when it
+    is sent, so a changed score or a quick comment never makes a second note.
     """
-    now = utcnow()
     grace = timedelta(seconds=current_app.config["HUB_WRITEBACK_GRACE"])
-    waiting = (
-        db.session.execute(
-            select(WriteBack)
-            .where(
-                WriteBack.rating_id == rating.id, WriteBack.state == WriteBackState.PENDING.value
-            )
-            .order_by(WriteBack.id.desc())
+    waiting = db.session.execute(
+        select(WriteBack).where(
+            WriteBack.rating_id == rating.id, WriteBack.state == WriteBackState.PENDING.value
         )
-        .scalars()
-        .first()
-    )
+    ).scalar_one_or_none()
     if waiting is not None:
         # A new score restarts the grace time of a write-back not tried yet (which also
         # wakes one parked for a scanner); one backing off keeps the helpdesk's pace.
         if kind == "score" and waiting.attempts == 0:
             waiting.next_attempt_at = now + grace
-            db.session.commit()
         return waiting
     write_back = WriteBack(
         rating_id=rating.id,
@@ -66,10 +62,14 @@ def queue_write_back(rating: Rating, kind: str) -> WriteBack:
     db.session.flush()
     # One note per write-back: its id makes the note's externalId, so retries find it.
     write_back.note_external_id = f"surveyhub:{rating.id}:{write_back.id}"
-    db.session.commit()
-    if write_back.next_attempt_at is None:
-        enqueue_write_back(write_back.id)
     return write_back
+
+
+def enqueue_if_due(write_back: WriteBack, now: datetime) -> None:
+    """After the commit: hand a write-back that is due now to a worker (the reconciler
+    picks up the others when their grace time is over)."""
+    if write_back.next_attempt_at is None or write_back.next_attempt_at <= now:
+        enqueue_write_back(write_back.id)
 
 
 def enqueue_write_back(write_back_id: int) -> bool:

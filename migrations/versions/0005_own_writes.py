@@ -1,4 +1,4 @@
-"""own writes and the ticket activity a delivery saw
+"""own writes, the ticket activity a delivery saw, one pending write-back per rating
 
 Revision ID: 0005
 Revises: 0004
@@ -30,9 +30,22 @@ def upgrade():
     )
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.add_column(sa.Column('ticket_updated_at', sa.DateTime(timezone=True), nullable=True))
+    # Older hubs could leave two pending write-backs for one rating: keep the newest.
+    op.execute(
+        "UPDATE write_backs SET state = 'done', last_error = 'merged into a newer write-back' "
+        "WHERE state = 'pending' AND id NOT IN "
+        "(SELECT max(id) FROM write_backs WHERE state = 'pending' GROUP BY rating_id)"
+    )
+    with op.batch_alter_table('write_backs', schema=None) as batch_op:
+        batch_op.create_index(
+            'uq_write_backs_pending_rating_id', ['rating_id'], unique=True,
+            sqlite_where=sa.text("state = 'pending'"), postgresql_where=sa.text("state = 'pending'"),
+        )
 
 
 def downgrade():
+    with op.batch_alter_table('write_backs', schema=None) as batch_op:
+        batch_op.drop_index('uq_write_backs_pending_rating_id')
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.drop_column('ticket_updated_at')
     op.drop_table('own_writes')

@@ -473,3 +473,57 @@ def test_a_rating_is_written_back_while_a_thousand_sends_wait(live):
     assert sent_meanwhile <= 4 * SEND_BATCH
     notes = live.sandbox.state()["notes"][seeded.eligible[0]]
     assert len(notes) == 1 and '"Quick"' in notes[0]["body"]
+
+
+def test_forty_concurrent_clicks_make_one_rating_and_one_note(live):
+    """Parallel clicks with different scores on one link, over HTTP on PostgreSQL, while a
+    plugin's rating_received fails: the write-back is the hub's own, in the same
+    transaction as the score, and the database allows one pending per rating."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hub import hookimpl
+    from hub.links import rating_token
+    from hub.models import Rating
+
+    class Broken:
+        @hookimpl
+        def rating_received(self, rating):
+            raise RuntimeError("a plugin's bug")
+
+    live.app.extensions["hub"].registry._pm.register(Broken())
+    seeded = live.sandbox.seeded
+    with live.app.app_context():
+        survey_id = add_survey(live.connection_id)
+    live.start("worker", "worker")
+    live.start("scheduler", "scheduler")
+    expected = len(seeded.eligible) + len(seeded.skipped)
+    wait_until(lambda: live.settled(survey_id, expected), what="the deliveries")
+    conversation = seeded.eligible[0]
+    with live.app.test_request_context():
+        token = rating_token(live.rows(survey_id)[conversation].id)
+    barrier = threading.Barrier(40)
+
+    def click(n: int) -> int:
+        barrier.wait()
+        response = requests.post(
+            f"{live.base_url}/r/{token}/{n % 11}", allow_redirects=False, timeout=60
+        )
+        return response.status_code
+
+    with ThreadPoolExecutor(40) as pool:
+        statuses = list(pool.map(click, range(40)))
+    assert all(status < 500 for status in statuses), statuses
+    wait_until(
+        lambda: (wbs := live.write_backs()) and all(w.state == "done" for w in wbs),
+        what="the write-back",
+    )
+    time.sleep(5)  # longer than the grace time: nothing else may follow
+    with live.app.app_context():
+        ratings = db.session.execute(select(Rating)).scalars().all()
+    assert len(ratings) == 1
+    assert len(live.write_backs()) == 1
+    notes = live.sandbox.state()["notes"][conversation]
+    assert len(notes) == 1
+    assert notes[0]["body"].startswith(f"NPS {ratings[0].value}/10")
+    custom = live.sandbox.state()["custom"][conversation]
+    assert custom == {"surveyhubNpsScoreNum": ratings[0].value}
