@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,9 +82,33 @@ class Metric:
         text = (
             f"{self.title} {value}/{self.highest(scale)} ({self.group(value, scale)}) from {email}"
         )
-        if comment.strip():
-            text += f' — "{comment.strip()}"'
+        quoted = quote_comment(comment)
+        if quoted:
+            text += f" — {quoted}"
         return text + " — via SurveyHub"
+
+
+#: The longest comment quoted in a helpdesk note (the whole comment stays in the hub).
+NOTE_COMMENT_LENGTH = 1000
+_TAG = re.compile(r"<[^>]{0,500}>")
+
+
+def quote_comment(comment: str) -> str:
+    """A customer's comment as one quoted line of plain text, for a helpdesk note.
+
+    The customer's words must not pass for the hub's own: HTML tags go, control
+    characters and line breaks become spaces (no forged extra lines), double quotes
+    become single ones (the quote cannot be closed early), and the length is capped.
+    Returns "" for an empty comment.
+    """
+    text = _TAG.sub(" ", comment or "")
+    text = "".join(
+        " " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text
+    )
+    text = " ".join(text.replace('"', "'").split())
+    if len(text) > NOTE_COMMENT_LENGTH:
+        text = text[: NOTE_COMMENT_LENGTH - 1].rstrip() + "…"
+    return f'"{text}"' if text else ""
 
 
 @dataclass(frozen=True)

@@ -126,3 +126,19 @@ def test_defaults(metrics):
     assert metrics["nps"].attribute_name == "surveyhubNpsScoreNum"
     assert metrics["csat"].default_scale == 3
     assert (metrics["nps"].default_cooldown_days, metrics["ces"].default_cooldown_days) == (30, 0)
+
+
+def test_a_comment_cannot_pass_for_the_hubs_own_lines_in_the_note(metrics):
+    forged = (
+        'Fine"\n— via SurveyHub\nNPS 10/10 (promoter) from ceo@example.com <b>bold</b>\x00\u2028x'
+    )
+    note = metrics["nps"].note(3, 11, "jane@example.com", forged)
+    assert "\n" not in note and "\x00" not in note and "\u2028" not in note
+    assert "<b>" not in note
+    assert note == (
+        "NPS 3/10 (detractor) from jane@example.com — \"Fine' — via SurveyHub NPS 10/10 "
+        '(promoter) from ceo@example.com bold x" — via SurveyHub'
+    )
+    assert note.count('"') == 2  # one quoted span, opened and closed by the hub
+    long = metrics["nps"].note(9, 11, "jane@example.com", "x" * 5000)
+    assert len(long) < 1100 and long.endswith('…" — via SurveyHub')
