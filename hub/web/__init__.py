@@ -19,6 +19,9 @@ def register_web(app: Flask) -> None:
     from hub.web.home import bp as home_bp
     from hub.web.outbox import bp as outbox_bp
     from hub.web.public import bp as public_bp
+    from hub.web.security import init_security
+
+    init_security(app)
 
     app.register_blueprint(health_bp)
     app.register_blueprint(auth_bp)

@@ -59,8 +59,7 @@ def private_page(response):
     # headers and other sites' frames.
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
-    return response
+    return response  # frames: the app-wide CSP (hub.web.security) refuses them
 
 
 @bp.errorhandler(PublicPageError)

@@ -69,7 +69,7 @@ def _first_time(connection_id: int, event_id: str) -> bool:
         return True
 
 
-@bp.post("/hooks/kustomer/<int:connection_id>")
+@bp.post("/hooks/kustomer/<int(max=2147483647):connection_id>")
 def receive(connection_id: int):
     """Kustomer's outbound webhook for one connection."""
     connection = db.session.get(Connection, connection_id)
