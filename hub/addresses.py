@@ -1,4 +1,4 @@
-"""Email addresses: one normal form for sending, suppression, cooldown and erasure."""
+"""Email addresses: one normal form for sending, the suppression list and the cooldown."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ def normalise_email(email: str | None) -> str | None:
         checked = validate_email(email.strip(), check_deliverability=False)
     except EmailNotValidError:
         return None
-    return checked.normalized.lower()
+    # The ASCII form where there is one: an IDN domain in punycode goes through any
+    # SMTP server, the Unicode form only through those that speak SMTPUTF8.
+    return (checked.ascii_email or checked.normalized).lower()
 
 
 def email_key(email: str) -> str:

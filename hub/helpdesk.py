@@ -190,12 +190,15 @@ class Helpdesk:
         raise NotImplementedError
 
     def scan(
-        self, window: ScanWindow, known: Callable[[str], bool] | None = None
+        self, window: ScanWindow, wants: Callable[[Ticket], bool] | None = None
     ) -> Iterator[Ticket]:
         """Stream the tickets in `window`, oldest update first, each once.
 
-        Tickets for which `known(id)` is true are yielded without requester details
-        (the hub has decided them already, so looking them up would waste requests).
+        Before looking a ticket's requester up, ask `wants(ticket)` with the ticket as
+        far as it is known without the requester: when it is false, yield the ticket
+        without requester details (the hub has decided it already, or will skip it for a
+        reason that needs no address, so a look-up would waste a request). Without
+        `wants`, look requesters up for tickets in the window's channels and statuses.
         """
         raise NotImplementedError
 

@@ -39,12 +39,12 @@ REASONS = {
     NOT_RESOLVED: "The ticket is not resolved any more (reopened).",
     UPDATED: "The ticket was updated after it was resolved, within the delay.",
     EXCLUDED_TAG: "The ticket has an excluded tag.",
+    NO_ASSIGNEE: "No human agent was assigned.",
+    HELPDESK_SURVEYED: "The helpdesk's own satisfaction survey was already sent for this ticket.",
     NO_EMAIL: "The requester has no email address.",
     INVALID_EMAIL: "The requester's email address is not valid.",
     UNSUBSCRIBED: "The requester unsubscribed.",
     COOLDOWN: "The requester was surveyed recently (cooldown).",
-    NO_ASSIGNEE: "No human agent was assigned.",
-    HELPDESK_SURVEYED: "The helpdesk's own satisfaction survey was already sent for this ticket.",
     TICKET_GONE: "The ticket no longer exists in the helpdesk.",
     ALREADY_SURVEYED: "This ticket already has a delivery in this survey.",
 }
@@ -87,6 +87,14 @@ def skip_reason(
     emails it would have sent to in `planned`, since it records no deliveries. The
     ticket's update time must already discount the hub's own writes (`own_writes`).
     """
+    return ticket_reason(ticket, settings, now) or requester_reason(
+        ticket, survey_id, settings, now, delivery_id, planned
+    )
+
+
+def ticket_reason(ticket: Ticket, settings: dict[str, Any], now: datetime) -> str | None:
+    """The checks that need no requester address: the scan runs them before it asks the
+    helpdesk for the requester, so a ticket skipped anyway costs no look-up."""
     delay = timedelta(hours=settings["delay_hours"])
     if ticket.started_by_agent:
         return STARTED_BY_AGENT
@@ -98,6 +106,23 @@ def skip_reason(
         return UPDATED
     if set(ticket.tags) & set(settings["excluded_tags"]):
         return EXCLUDED_TAG
+    if settings["require_assignee"] and not ticket.assignee_id:
+        return NO_ASSIGNEE
+    if settings["skip_helpdesk_surveyed"] and ticket.helpdesk_survey:
+        return HELPDESK_SURVEYED
+    return None
+
+
+def requester_reason(
+    ticket: Ticket,
+    survey_id: int,
+    settings: dict[str, Any],
+    now: datetime,
+    delivery_id: int | None = None,
+    planned: set[str] | None = None,
+) -> str | None:
+    """The checks of the requester's address: present, valid, not unsubscribed, not in
+    the cooldown."""
     if not (ticket.requester_email or "").strip():
         return NO_EMAIL
     email = normalise_email(ticket.requester_email)
@@ -110,8 +135,4 @@ def skip_reason(
         return COOLDOWN
     if in_cooldown(survey_id, email, cooldown, now, delivery_id):
         return COOLDOWN
-    if settings["require_assignee"] and not ticket.assignee_id:
-        return NO_ASSIGNEE
-    if settings["skip_helpdesk_surveyed"] and ticket.helpdesk_survey:
-        return HELPDESK_SURVEYED
     return None

@@ -12,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
+from sqlalchemy import case
+from sqlalchemy import literal
 from sqlalchemy import select
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from hub.extensions import db
@@ -25,19 +28,22 @@ def record_own_write(
 ) -> None:
     """Remember that our write left `ticket_id` updated at `updated_at` (and commit).
 
-    `activity_at` is the ticket's last real activity before this write; the first one
-    recorded is kept, since later writes see our own earlier ones.
+    `activity_at` is the ticket's last real activity seen before this write; the latest
+    one known is kept. Both only move forward, in one statement, so concurrent
+    write-backs of one ticket (several surveys) never store an older time.
     """
     if updated_at is None:
         return
     for _ in range(2):  # a concurrent first write of the same ticket may insert first
-        row = db.session.execute(
-            select(OwnWrite).where(
-                OwnWrite.connection_id == connection_id, OwnWrite.ticket_id == ticket_id
+        changed = db.session.execute(
+            update(OwnWrite)
+            .where(OwnWrite.connection_id == connection_id, OwnWrite.ticket_id == ticket_id)
+            .values(
+                updated_at=_later_of(OwnWrite.updated_at, updated_at),
+                activity_at=_later_of(OwnWrite.activity_at, activity_at),
             )
-        ).scalar_one_or_none()
-        if row is not None:
-            row.updated_at = max(row.updated_at, updated_at)
+        )
+        if changed.rowcount:
             db.session.commit()
             return
         db.session.add(
@@ -55,9 +61,21 @@ def record_own_write(
             db.session.rollback()
 
 
-def without_own_writes(connection_id: int, ticket: Ticket) -> Ticket:
+def _later_of(column, value: datetime | None):
+    """SQL for the later of `column` and `value` (NULL counts as earliest)."""
+    if value is None:
+        return column
+    value = literal(value, type_=column.type)  # stored the way the column stores times
+    return case((column.is_(None), value), (column < value, value), else_=column)
+
+
+def without_own_writes(connection_id: int, ticket: Ticket, remember: bool = False) -> Ticket:
     """`ticket` with its update time as it was before the hub's own writes, if those
-    were the last thing that happened to it."""
+    were the last thing that happened to it.
+
+    With `remember`, real activity seen after our last write is recorded, so a later
+    write of ours cannot hide it.
+    """
     if ticket.updated_at is None:
         return ticket
     row = db.session.execute(
@@ -65,6 +83,11 @@ def without_own_writes(connection_id: int, ticket: Ticket) -> Ticket:
             OwnWrite.connection_id == connection_id, OwnWrite.ticket_id == ticket.id
         )
     ).first()
-    if row is None or ticket.updated_at > row.updated_at:
-        return ticket  # somebody else touched it after our last write: that counts
+    if row is None:
+        return ticket
+    if ticket.updated_at > row.updated_at:
+        # Somebody else touched it after our last write: that counts.
+        if remember:
+            record_own_write(connection_id, ticket.id, row.updated_at, ticket.updated_at)
+        return ticket
     return dataclasses.replace(ticket, updated_at=row.activity_at or ticket.resolved_at)

@@ -8,6 +8,7 @@ for every survey whose own window holds it, and requesters are looked up once pe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ from hub.models import Survey
 from hub.models import utcnow
 from hub.pipeline.decide import ALREADY_SURVEYED
 from hub.pipeline.decide import skip_reason
+from hub.pipeline.decide import ticket_reason
 from hub.pipeline.own_writes import without_own_writes
+from hub.pipeline.send import SEND_BATCH
 from hub.pipeline.send import enqueue_sends
 from hub.surveys import settings_of
 
@@ -170,7 +173,7 @@ def scan_connection(
     ]
     if not surveys:
         return {}
-    lock = f"surveyhub:scan-lock:{connection_id}"
+    lock = f"surveyhub:scan-lock:connection:{connection_id}"
     if not dry_run and not _lock(lock):
         return {}
     try:
@@ -202,30 +205,42 @@ def _scan(
     created: list[int] = []
     # A dry run records nothing, so it remembers the addresses it would have sent to.
     planned: dict[int, set[str]] | None = {i: set() for i in ids} if dry_run else None
-    recorded: dict[str, set[int]] = {}  # what `known` found, asked once per ticket
+    # What `wants` found out about a ticket (its deliveries, its activity without our
+    # own writes), kept for the decision that follows.
+    seen_before: dict[str, tuple[set[int], datetime | None]] = {}
 
-    def known(ticket_id: str) -> bool:
-        recorded[ticket_id] = set(
+    def prepare(ticket: Ticket) -> tuple[Ticket, set[int]]:
+        if ticket.id in seen_before:
+            done, updated_at = seen_before.pop(ticket.id)
+            return dataclasses.replace(ticket, updated_at=updated_at), done
+        done = set(
             db.session.execute(
                 select(Delivery.survey_id).where(
-                    Delivery.ticket_id == ticket_id, Delivery.survey_id.in_(ids)
+                    Delivery.ticket_id == ticket.id, Delivery.survey_id.in_(ids)
                 )
             ).scalars()
         )
-        return len(recorded[ticket_id]) == len(ids)
+        return without_own_writes(connection_id, ticket, remember=not dry_run), done
+
+    def wants(ticket: Ticket) -> bool:
+        """Whether some survey still has to decide `ticket` on its requester's address."""
+        ticket, done = prepare(ticket)
+        seen_before[ticket.id] = (done, ticket.updated_at)
+        return any(
+            survey.id not in done
+            and _holds(window, ticket)
+            and ticket_reason(ticket, settings, now) is None
+            for survey, settings, window in plans
+        )
 
     connection = db.session.get(Connection, connection_id)
     helpdesk = open_helpdesk(connection)
     seen = 0
-    for ticket in helpdesk.scan(widest([plan[2] for plan in plans]), known=known):
+    for ticket in helpdesk.scan(widest([plan[2] for plan in plans]), wants=wants):
         seen += 1
         if seen % PROGRESS_EVERY == 0:
             log.info("Scan of connection %s: %s tickets so far", connection_id, seen)
-        done = recorded.pop(ticket.id, None)
-        if done is None:  # a connector that does not ask
-            known(ticket.id)
-            done = recorded.pop(ticket.id)
-        ticket = without_own_writes(connection_id, ticket)
+        ticket, done = prepare(ticket)
         for survey, settings, window in plans:
             if not _holds(window, ticket):
                 continue
@@ -258,6 +273,10 @@ def _scan(
                 report.already += 1  # an overlapping scan recorded it first
             elif not reason:
                 created.append(delivery_id)
+        if len(created) >= SEND_BATCH:
+            # Sends start while the scan goes on, in full batches.
+            enqueue_sends(created)
+            created = []
     if dry_run:
         return reports
     for survey, _settings, window in plans:

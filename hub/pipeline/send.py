@@ -210,7 +210,9 @@ def _decide_and_send(delivery: Delivery, ticket: Ticket | None, mailer: LazyMail
         message = build_email(survey, recipient_of(delivery))
     except Suppressed:
         return _skip(delivery, UNSUBSCRIBED)
-    if not _claim(delivery.id, now, ticket.updated_at):
+    # Claimed at the real time, not the batch's start: the reconciler's "stuck in
+    # sending" timeout counts from here.
+    if not _claim(delivery.id, utcnow(), ticket.updated_at):
         return "taken"  # another worker got there first
     try:
         mailer.send(message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 from collections import OrderedDict
@@ -202,7 +203,7 @@ class Kustomer(Helpdesk):
         }
 
     def scan(
-        self, window: ScanWindow, known: Callable[[str], bool] | None = None
+        self, window: ScanWindow, wants: Callable[[Ticket], bool] | None = None
     ) -> Iterator[Ticket]:
         """Stream conversations last resolved in the window, oldest `updatedAt` first.
 
@@ -230,8 +231,7 @@ class Kustomer(Helpdesk):
                 seen_order.append(conversation["id"])
                 if len(seen_order) > SEEN_IDS:
                     seen.discard(seen_order.popleft())
-                already = known is not None and known(conversation["id"])
-                yield self._ticket(conversation, None if already else window, customers, already)
+                yield self._ticket(conversation, window, customers, wants=wants)
             if not (result.get("links") or {}).get("next"):
                 return
             if last_updated is not None and last_updated != updated_from:
@@ -264,9 +264,11 @@ class Kustomer(Helpdesk):
                     "GET", f"/conversations/{','.join(chunk)}", need="conversation.read"
                 )
             except NotFound:
-                # One of them is gone and the whole answer is a 404: ask one by one.
+                # One of them is gone and the whole answer is a 404: halve the batch
+                # until the gone ones are found (a few requests, not one per id).
                 if len(chunk) > 1:
-                    chunks.extend([ticket_id] for ticket_id in chunk)
+                    middle = len(chunk) // 2
+                    chunks.extend([chunk[:middle], chunk[middle:]])
                 continue
             data = (body or {}).get("data") or []
             for conversation in data if isinstance(data, list) else [data]:
@@ -282,6 +284,7 @@ class Kustomer(Helpdesk):
         window: ScanWindow | None,
         customers: OrderedDict[str, dict[str, Any]],
         skip_requester: bool = False,
+        wants: Callable[[Ticket], bool] | None = None,
     ) -> Ticket:
         attributes = conversation.get("attributes") or {}
         # The customer's first inbound message decides the channel. Without one, or when
@@ -293,42 +296,45 @@ class Kustomer(Helpdesk):
             or not first_in
             or first_in.get("directionType") not in (None, "initial-in")
         )
-        channel = first_in.get("channel")
         last_done = attributes.get("lastDone") or {}
         assignees = last_done.get("assignedUsers") or attributes.get("assignedUsers") or []
         customer_id = (
             ((conversation.get("relationships") or {}).get("customer") or {}).get("data") or {}
         ).get("id")
-        status = attributes.get("status") or ""
-        wanted = (
-            not skip_requester
-            and not started_by_agent
-            and (
-                window is None
-                or (
-                    (window.channels is None or channel in window.channels)
-                    and (window.statuses is None or status in window.statuses)
-                )
-            )
-        )
-        customer: dict[str, Any] = {}
-        if customer_id and wanted:
-            customer = self._customer(customer_id, customers)
-        return Ticket(
+        ticket = Ticket(
             id=conversation["id"],
-            status=status,
-            channel=channel,
+            status=attributes.get("status") or "",
+            channel=first_in.get("channel"),
             created_at=parse_time(attributes.get("createdAt")),
             updated_at=parse_time(attributes.get("updatedAt")),
             resolved_at=parse_time(last_done.get("createdAt")),
-            requester_email=requester_address(customer.get("emails") or []),
-            requester_name=customer.get("displayName") or customer.get("name") or "",
-            requester_locale=customer.get("locale"),
+            requester_email=None,
             assignee_id=assignees[0] if assignees else None,
             tags=tuple(attributes.get("tags") or ()),
             started_by_agent=started_by_agent,
             helpdesk_survey=native_survey(attributes),
             extra={"customer_id": customer_id},
+        )
+        if skip_requester or not customer_id:
+            return ticket
+        if wants is not None:
+            wanted = wants(ticket)
+        else:
+            wanted = not started_by_agent and (
+                window is None
+                or (
+                    (window.channels is None or ticket.channel in window.channels)
+                    and (window.statuses is None or ticket.status in window.statuses)
+                )
+            )
+        if not wanted:
+            return ticket
+        customer = self._customer(customer_id, customers)
+        return dataclasses.replace(
+            ticket,
+            requester_email=requester_address(customer.get("emails") or []),
+            requester_name=customer.get("displayName") or customer.get("name") or "",
+            requester_locale=customer.get("locale"),
         )
 
     def _customer(

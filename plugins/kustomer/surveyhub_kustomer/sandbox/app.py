@@ -487,10 +487,15 @@ def create_sandbox(org: Org, rate_limit: int = 1000, search_limit: int = 100) ->
                 source={"pointer": f"/properties/{bad[0]}"},
             )
         with org.lock:
-            document = dict(org.metadata.get(resource) or {"name": resource})
-            # Like the real API as far as anyone knows: PUT replaces the parts it is given.
-            document.update(body)
-            document["updatedAt"] = stamp(datetime.now(UTC))
+            old = org.metadata.get(resource) or {}
+            # A PUT replaces the document (the safe reading of the docs): what the caller
+            # leaves out is gone. Only the read-only fields stay the server's.
+            document = {
+                "name": resource,
+                "createdAt": old.get("createdAt") or stamp(datetime.now(UTC)),
+                **body,
+                "updatedAt": stamp(datetime.now(UTC)),
+            }
             org.metadata[resource] = document
         return jsonify({"data": {"type": "metadata", "id": resource, "attributes": document}})
 

@@ -111,9 +111,11 @@ class Org:
         name: str = "Order question",
         reopened: bool = False,
         outbound: bool = False,
+        replied: bool = False,
         native_survey: str | None = None,
     ) -> str:
         """A conversation; `outbound` ones were started by an agent (no inbound message),
+        `replied` ones too, but the customer has answered the agent's email since, and
         `native_survey` gives Kustomer's own CSAT status on it."""
         conversation_id = self.new_id()
         created = self.now - max(updated_ago, resolved_ago or timedelta(0)) - timedelta(hours=5)
@@ -134,7 +136,7 @@ class Org:
                 "name": name,
                 "status": status,
                 "priority": 3,
-                "direction": "out" if outbound else "in",
+                "direction": "out" if outbound or replied else "in",
                 "channels": [channel],
                 "messageCount": 4,
                 "noteCount": 0,
@@ -149,7 +151,7 @@ class Org:
                     "id": self.new_id(),
                     "channel": channel,
                     "sentAt": stamp(created),
-                    "directionType": "initial-in",
+                    "directionType": "response-in" if replied else "initial-in",
                 },
                 "lastDone": last_done,
                 "assignedUsers": [assignee] if assignee else [],
@@ -252,6 +254,12 @@ def seed(
     skipped[
         org.add_conversation(
             person("Outbound", ["outbound@example.com"]), assignee=agent, outbound=True
+        )
+    ] = "started by an agent"
+    # An agent's email the customer answered: an inbound email exists, but it is a reply.
+    skipped[
+        org.add_conversation(
+            person("Replied", ["replied@example.com"]), assignee=agent, replied=True
         )
     ] = "started by an agent"
     skipped[
