@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Iterable
@@ -9,6 +10,7 @@ from datetime import timedelta
 
 from flask import current_app
 from redis.exceptions import RedisError
+from rq import get_current_job
 from sqlalchemy import select
 from sqlalchemy import update
 
@@ -20,8 +22,10 @@ from hub.extensions import db
 from hub.helpdesk import HelpdeskError
 from hub.helpdesk import RateLimited
 from hub.helpdesk import Ticket
+from hub.jobs import CONTROL
 from hub.jobs import MARKER_TTL
 from hub.jobs import SENDS
+from hub.jobs import WRITE_BACKS
 from hub.jobs import forget_enqueued
 from hub.jobs import get_queue
 from hub.jobs import redis_connection
@@ -44,6 +48,14 @@ log = logging.getLogger(__name__)
 #: 1, 2, 4 … 32 minutes, then hourly).
 MAX_ATTEMPTS = 30
 
+
+#: How long a queued send keeps the reconciler from queueing it again: a long queue of
+#: sends may wait this long; a job lost with Redis is queued again after it.
+SEND_MARKER_TTL = 3 * MARKER_TTL
+#: A send job looks every this many emails whether write-backs or the reconciler wait,
+#: and if so hands the rest of its batch back, so a worker never sits on a long batch
+#: while a rating waits for its write-back.
+YIELD_EVERY = 10
 
 #: Deliveries per send job: their tickets are re-checked together (one helpdesk request
 #: where the connector fetches in batches) and their emails share one SMTP connection.
@@ -68,7 +80,7 @@ def enqueue_sends(delivery_ids: Iterable[int]) -> int:
         connection = redis_connection()
         with connection.pipeline(transaction=False) as pipe:
             for delivery_id in ids:
-                pipe.set(f"surveyhub:enqueued:send:{delivery_id}", 1, nx=True, ex=MARKER_TTL)
+                pipe.set(f"surveyhub:enqueued:send:{delivery_id}", 1, nx=True, ex=SEND_MARKER_TTL)
             fresh = [i for i, new in zip(ids, pipe.execute(), strict=True) if new]
         queue = get_queue(SENDS)
         for start in range(0, len(fresh), SEND_BATCH):
@@ -91,9 +103,20 @@ def send_delivery(delivery_id: int) -> str:
 
 def send_deliveries(delivery_ids: list[int]) -> dict[int, str]:
     """Re-check the tickets of pending deliveries together, then send each email at most
-    once; return each delivery's state after."""
-    for delivery_id in delivery_ids:
-        forget_enqueued(f"send:{delivery_id}")
+    once; return each delivery's state after.
+
+    Each delivery's "enqueued" marker is kept until the job is over, so the reconciler
+    does not queue a copy of a batch that is running.
+    """
+    turn = Turn(delivery_ids, current_app.config["HUB_SENDING_TIMEOUT"])
+    try:
+        return _send_deliveries(delivery_ids, turn)
+    finally:
+        for delivery_id in set(delivery_ids) - turn.handed_back:
+            forget_enqueued(f"send:{delivery_id}")
+
+
+def _send_deliveries(delivery_ids: list[int], turn: Turn) -> dict[int, str]:
     now = utcnow()
     states: dict[int, str] = {}
     by_connection: dict[int, list[Delivery]] = {}
@@ -113,10 +136,59 @@ def send_deliveries(delivery_ids: list[int]) -> dict[int, str]:
     mailer = LazyMailer(current_app.config)
     try:
         for deliveries in by_connection.values():
-            states.update(_check_and_send_all(deliveries, mailer, now))
+            states.update(_check_and_send_all(deliveries, mailer, now, turn))
     finally:
         mailer.close()
     return states
+
+
+class Turn:
+    """A running send job's place in line.
+
+    While the job runs, its deliveries' "enqueued" markers last `alive` seconds and are
+    renewed as it goes: the reconciler does not queue copies of a running batch, yet a
+    killed worker's deliveries are queued again soon after. Every `YIELD_EVERY` emails it
+    says whether to hand the rest of the batch back: only inside a worker, and only when
+    more urgent work (write-backs, the reconciler) is queued.
+    """
+
+    def __init__(self, delivery_ids: list[int], alive: float) -> None:
+        self.in_worker = get_current_job() is not None
+        self.ids = list(delivery_ids)
+        self.alive = max(1, int(alive))
+        self.done = 0
+        self.handed_back: set[int] = set()
+        self._renew()
+
+    def _renew(self) -> None:
+        if not self.in_worker:
+            return
+        with (
+            contextlib.suppress(RedisError),
+            redis_connection().pipeline(transaction=False) as pipe,
+        ):
+            for delivery_id in self.ids[self.done :]:
+                pipe.set(f"surveyhub:enqueued:send:{delivery_id}", 1, ex=self.alive)
+            pipe.execute()
+
+    def should_yield(self) -> bool:
+        self.done += 1
+        if not self.in_worker or self.done % YIELD_EVERY:
+            return False
+        self._renew()
+        try:
+            return any(get_queue(name).count for name in (CONTROL, WRITE_BACKS))
+        except RedisError:
+            return False
+
+    @staticmethod
+    def hand_back(delivery_ids: list[int]) -> bool:
+        """Queue the rest of the batch again, first in line among the sends."""
+        try:
+            get_queue(SENDS).enqueue(send_deliveries, delivery_ids, job_timeout=1800, at_front=True)
+        except RedisError:
+            return False  # the reconciler queues them again
+        return True
 
 
 class LazyMailer:
@@ -144,7 +216,9 @@ class LazyMailer:
         self.mailer.close()
 
 
-def _check_and_send_all(deliveries: list[Delivery], mailer: LazyMailer, now) -> dict[int, str]:
+def _check_and_send_all(
+    deliveries: list[Delivery], mailer: LazyMailer, now, turn: Turn
+) -> dict[int, str]:
     """Re-check one connection's tickets in one go, then decide and send each."""
     survey = deliveries[0].survey
     states: dict[int, str] = {}
@@ -172,7 +246,13 @@ def _check_and_send_all(deliveries: list[Delivery], mailer: LazyMailer, now) -> 
                 now + timedelta(minutes=15),
             )
         return states
-    for delivery in deliveries:
+    for position, delivery in enumerate(deliveries):
+        if position and turn.should_yield():
+            rest = [d.id for d in deliveries[position:]]
+            log.info("Handing %s sends back: more urgent work is waiting", len(rest))
+            turn.hand_back(rest)
+            states.update(dict.fromkeys(rest, DeliveryState.PENDING.value))
+            break
         try:
             states[delivery.id] = _decide_and_send(
                 delivery, tickets.get(delivery.ticket_id), mailer, now
