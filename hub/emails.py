@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formataddr
 from email.utils import formatdate
 from email.utils import make_msgid
 from typing import Any
@@ -106,8 +106,9 @@ def build_email(survey: Survey, recipient: Recipient, reminder: bool = False) ->
     mail_from = current_app.config["MAIL_FROM"]
     message = EmailMessage()
     message["Subject"] = context["subject"]
-    message["From"] = formataddr((settings["sender_name"], mail_from))
-    message["To"] = formataddr((recipient.name, recipient.email))
+    # Header objects, never string concatenation: one mailbox each, names encoded.
+    message["From"] = Address(display_name=settings["sender_name"], addr_spec=mail_from)
+    message["To"] = Address(display_name=recipient.name, addr_spec=recipient.email)
     if settings["reply_to"]:
         message["Reply-To"] = settings["reply_to"]
     message["Date"] = formatdate(localtime=False)

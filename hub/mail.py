@@ -35,7 +35,7 @@ class UncertainMailError(MailError):
     temporary = False
 
 
-def _classify(exc: Exception) -> MailError:
+def _classify(exc: Exception, where: str = "") -> MailError:
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         # A login problem is the admin's to fix; the message itself is fine.
         return TemporaryMailError(
@@ -64,7 +64,11 @@ def _classify(exc: Exception) -> MailError:
         )
         error_class = PermanentMailError if exc.smtp_code >= 500 else TemporaryMailError
         return error_class(f"The SMTP server answered {exc.smtp_code} {text}")
-    return TemporaryMailError(f"Cannot talk to the SMTP server: {exc or type(exc).__name__}")
+    server = f"the SMTP server at {where}" if where else "the SMTP server"
+    return TemporaryMailError(
+        f"Cannot talk to {server}: {exc or type(exc).__name__} (check HUB_SMTP_HOST and "
+        "HUB_SMTP_PORT)."
+    )
 
 
 class Mailer:
@@ -100,7 +104,7 @@ class Mailer:
             if self.user:
                 smtp.login(self.user, self.password)
         except (smtplib.SMTPException, OSError) as exc:
-            raise _classify(exc) from exc
+            raise _classify(exc, f"{self.host}:{self.port}") from exc
         self._smtp = smtp
 
     def send(self, message: EmailMessage) -> None:

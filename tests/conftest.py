@@ -156,6 +156,13 @@ class CollectingHandler:
             self.peers.append(session.peer)
         return self.reply
 
+    def one_recipient_each(self) -> None:
+        """Every survey email went to exactly one address, named alone in To:."""
+        for envelope, message in zip(self.envelopes, self.messages, strict=True):
+            assert len(envelope.rcpt_tos) == 1, envelope.rcpt_tos
+            if message["To"] is not None:
+                assert len(message["To"].addresses) == 1, message["To"]
+
     @property
     def messages(self):
         from email import policy
@@ -176,6 +183,7 @@ def smtp_server():
     yield controller
     with contextlib.suppress(AssertionError):  # a test may have stopped it already
         controller.stop()
+    handler.one_recipient_each()  # in every test that sent mail
 
 
 @pytest.fixture

@@ -43,9 +43,12 @@ def test_a_batch_uses_one_connection(smtp_server):
     assert len(set(handler.peers)) == 1
 
 
-def test_server_down_is_temporary():
-    with pytest.raises(TemporaryMailError, match="Cannot talk to the SMTP server"):
-        Mailer(settings(free_port())).send(message(1))
+def test_server_down_is_temporary_and_named():
+    port = free_port()
+    with pytest.raises(TemporaryMailError) as caught:
+        Mailer(settings(port)).send(message(1))
+    assert str(caught.value).startswith(f"Cannot talk to the SMTP server at 127.0.0.1:{port}: ")
+    assert "HUB_SMTP_HOST" in str(caught.value)
 
 
 @pytest.mark.parametrize(

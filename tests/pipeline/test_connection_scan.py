@@ -253,3 +253,23 @@ def test_tickets_skipped_for_reasons_that_need_no_address_cost_no_look_up(hub):
         if seeded.skipped.get(t) not in needless
     }
     assert requests_made(hub)[CUSTOMER_GET] == len(needed)
+
+
+def test_a_listed_address_or_one_with_a_line_break_is_skipped_as_invalid(hub):
+    org = hub.sandbox.org
+    agent = next(iter(org.users))
+    bad = {
+        org.add_conversation(org.add_customer("Two", [address]), assignee=agent): address
+        for address in (
+            "postmaster,listed@example.com",
+            "broken@example.com\nBcc: all@example.com",
+            "Jane <named@example.com>",
+        )
+    }
+    with hub.app.app_context():
+        scan_survey(hub.survey_id)
+    send_pending(hub.app, hub.survey_id)
+    rows = deliveries(hub.app, hub.survey_id)
+    assert {rows[t].skip_reason for t in bad} == {"invalid email"}
+    received = [m["To"].addresses[0].addr_spec for m in hub.smtp.handler.messages]
+    assert not any(name in r for r in received for name in ("listed", "broken", "all@", "named"))
