@@ -21,6 +21,7 @@ from hub.config import validate_config
 from hub.crypto import Vault
 from hub.extensions import csrf
 from hub.extensions import db
+from hub.extensions import limiter
 from hub.extensions import login_manager
 from hub.extensions import migrate
 from hub.i18n import babel
@@ -78,6 +79,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(resource_dir("migrations")))
     login_manager.init_app(app)
     csrf.init_app(app)
+    app.config.setdefault("RATELIMIT_STORAGE_URI", limiter_storage(app.config["REDIS_URL"]))
+    app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", "surveyhub-limits")
+    limiter.init_app(app)
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(PACKAGE_DIR / "translations"))
     babel.init_app(app, locale_selector=select_locale)
 
@@ -95,6 +100,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     for blueprint in registry.blueprints():
         app.register_blueprint(blueprint)
     return app
+
+
+def limiter_storage(redis_url: str) -> str:
+    """The hub's Redis in the form the `limits` package expects."""
+    if redis_url.startswith("unix://"):
+        return "redis+unix://" + redis_url.removeprefix("unix://")
+    return redis_url
 
 
 def _configure_database(app: Flask) -> None:

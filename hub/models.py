@@ -110,6 +110,16 @@ class User(UserMixin, TimestampMixin, db.Model):
     connection_id: Mapped[int | None] = mapped_column(ForeignKey("connections.id"))
     helpdesk_user_id: Mapped[str | None] = mapped_column(String(100))
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Part of the session cookie's user id: raising it ends every session of the user
+    # (sign-out, a new password, archiving), even cookies copied elsewhere.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    def get_id(self) -> str:  # Flask-Login
+        return f"{self.id}:{self.session_version}"
+
+    def end_sessions(self) -> None:
+        """Make every session cookie of this user invalid (commit to apply)."""
+        self.session_version = (self.session_version or 0) + 1
 
     @property
     def is_active(self) -> bool:  # Flask-Login: archived and invited users cannot sign in
@@ -294,6 +304,17 @@ class OwnWrite(db.Model):
     activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (UniqueConstraint("connection_id", "ticket_id"),)
+
+
+class Milestone(db.Model):
+    """A one-time step of the hub's life (the first admin), recorded once: the unique key
+    lets exactly one of several concurrent requests reach it."""
+
+    __tablename__ = "milestones"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(50), unique=True)
+    reached_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Suppression(db.Model):

@@ -92,6 +92,8 @@ def make_config(tmp_path: Path, database_url: str, **overrides) -> dict:
         "HUB_DISABLED_PLUGINS": [],
         "HUB_PLUGINS": [],
         "HUB_WRITEBACK_GRACE": 0,
+        # Each app counts sign-in attempts on its own, so tests never share a limit.
+        "RATELIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex}",
     }
     config.update(overrides)
     return config

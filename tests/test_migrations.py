@@ -21,6 +21,7 @@ TABLES = {
     "write_backs",
     "suppressions",
     "own_writes",
+    "milestones",
 }
 
 

@@ -43,7 +43,14 @@ def register_web(app: Flask) -> None:
 
     @login_manager.user_loader
     def load_user(user_id: str) -> User | None:
-        return db.session.get(User, int(user_id))
+        # "<id>:<session version>": a cookie from before a sign-out no longer matches.
+        number, _, version = user_id.partition(":")
+        if not (number.isdigit() and version.isdigit()):
+            return None
+        user = db.session.get(User, int(number))
+        if user is None or user.session_version != int(version):
+            return None
+        return user
 
     @app.errorhandler(404)
     def not_found(error):

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import math
+import time
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from flask import Blueprint
 from flask import Flask
 from flask import current_app
 from flask import flash
+from flask import make_response
 from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
+from flask_limiter import RateLimitExceeded
+from flask_limiter.util import get_remote_address
 from flask_login import current_user
 from flask_login import login_required
 from flask_login import login_user
@@ -21,6 +27,9 @@ from itsdangerous import BadSignature
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import func
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from werkzeug.security import check_password_hash
+from werkzeug.security import generate_password_hash
 from wtforms import EmailField
 from wtforms import PasswordField
 from wtforms import StringField
@@ -31,6 +40,8 @@ from wtforms.validators import Regexp
 
 from hub.config import signing_keys
 from hub.extensions import db
+from hub.extensions import limiter
+from hub.models import Milestone
 from hub.models import Role
 from hub.models import User
 from hub.models import UserStatus
@@ -38,7 +49,10 @@ from hub.models import utcnow
 
 bp = Blueprint("auth", __name__)
 
+FIRST_ADMIN = "first-admin"
 FIRST_ADMIN_SALT = "surveyhub:first-admin"
+#: Sign-in attempts allowed per client address and per email address.
+LOGIN_LIMIT = "10 per minute"
 FIRST_ADMIN_MAX_AGE = 7 * 24 * 3600
 MIN_PASSWORD_LENGTH = 10
 
@@ -103,24 +117,47 @@ def first_admin(token: str):
             status=UserStatus.ACTIVE.value,
         )
         user.set_password(form.password.data)
-        db.session.add(user)
-        db.session.commit()
+        # The milestone's unique key lets one of several concurrent posts through.
+        db.session.add_all([Milestone(key=FIRST_ADMIN), user])
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            return render_template("auth/setup_done.html"), 410
         login_user(user)
         flash("Your admin account is ready.", "success")
         return redirect(url_for("home.index"))
     return render_template("auth/setup.html", form=form)
 
 
+def _login_email() -> str:
+    return "login-email:" + (request.form.get("email") or "").strip().lower()[:320]
+
+
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(LOGIN_LIMIT, methods=["POST"], key_func=get_remote_address)
 def login():
-    """Sign in with email and password."""
+    """Sign in with email and password (guesses are limited per client, above, and per
+    email address, here)."""
     if current_user.is_authenticated:
         return redirect(url_for("home.index"))
     form = LoginForm()
+    if request.method == "POST":
+        with limiter.limit(LOGIN_LIMIT, key_func=_login_email, scope="login-email"):
+            return _sign_in(form)
+    return render_template("auth/login.html", form=form)
+
+
+def _sign_in(form: LoginForm):
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
         user = db.session.execute(select(User).where(User.email == email)).scalar_one_or_none()
-        if user is None or not user.check_password(form.password.data):
+        if user is None:
+            # The same work as for a real account: the answer's timing must not tell
+            # which addresses have one.
+            check_password_hash(_dummy_hash(), form.password.data)
+            flash("That email and password do not match an account.", "error")
+        elif not user.check_password(form.password.data):
             flash("That email and password do not match an account.", "error")
         elif not user.is_active:
             flash("This account is not active. Ask an admin to restore it.", "error")
@@ -132,10 +169,30 @@ def login():
     return render_template("auth/login.html", form=form)
 
 
+@bp.errorhandler(RateLimitExceeded)
+def too_many_attempts(error: RateLimitExceeded):
+    limit = getattr(limiter, "current_limit", None)
+    reset_at = limit.reset_at if limit is not None else time.time() + 60
+    minutes = max(1, math.ceil((reset_at - time.time()) / 60))
+    wait = "a minute" if minutes == 1 else f"{minutes} minutes"
+    flash(f"Too many sign-in attempts. Try again in {wait}.", "error")
+    response = make_response(render_template("auth/login.html", form=LoginForm()), 429)
+    response.headers["Retry-After"] = str(minutes * 60)
+    return response
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return generate_password_hash("not a password of anyone's")
+
+
 @bp.post("/logout")
 @login_required
 def logout():
-    """Sign out (a POST, so a link elsewhere cannot sign people out)."""
+    """Sign out everywhere (a POST, so a link elsewhere cannot sign people out): every
+    session cookie of the user stops working, copies included."""
+    current_user.end_sessions()
+    db.session.commit()
     logout_user()
     flash("You are signed out.", "info")
     return redirect(url_for("auth.login"))
