@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
@@ -30,8 +31,15 @@ def rating_token(delivery_id: int) -> str:
     return URLSafeTimedSerializer(signing_keys(current_app), salt=RATING_SALT).dumps(delivery_id)
 
 
+#: What itsdangerous makes: URL-safe base64 parts joined by dots. Anything else (a
+#: non-ASCII suffix, spaces) is refused before the signature is looked at.
+TOKEN = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+){1,3}")
+
+
 def read_rating_token(token: str) -> tuple[int, datetime]:
     """The delivery id in `token` and when the token was made; raises `LinkInvalid`."""
+    if len(token) > 200 or not TOKEN.fullmatch(token):
+        raise LinkInvalid(token)
     serializer = URLSafeTimedSerializer(signing_keys(current_app), salt=RATING_SALT)
     try:
         delivery_id, issued_at = serializer.loads(token, return_timestamp=True)
@@ -55,6 +63,8 @@ def unsubscribe_token(delivery_id: int) -> str:
 
 def read_unsubscribe_token(token: str) -> int:
     """The delivery id in an unsubscribe token; raises `LinkInvalid`."""
+    if len(token) > 200 or not TOKEN.fullmatch(token):
+        raise LinkInvalid(token)
     try:
         delivery_id = URLSafeSerializer(signing_keys(current_app), salt=UNSUBSCRIBE_SALT).loads(
             token

@@ -12,6 +12,10 @@ from flask import Blueprint
 from flask import current_app
 from flask import jsonify
 from flask import request
+from marshmallow import INCLUDE
+from marshmallow import Schema
+from marshmallow import ValidationError
+from marshmallow import fields
 from redis.exceptions import RedisError
 
 from hub.extensions import csrf
@@ -40,22 +44,87 @@ def signature_valid(token: str, raw_body: bytes, signature: str) -> bool:
     return hmac.compare_digest(expected, signature.strip().lower().encode("utf-8", "replace"))
 
 
+class _Change(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    after = fields.Raw(load_default=None)
+
+
+class _ChangedAttributes(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    status = fields.Nested(_Change, load_default=None, allow_none=True)
+
+
+class _Changes(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    attributes = fields.Nested(_ChangedAttributes, load_default=None, allow_none=True)
+
+
+class _LastDone(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    createdAt = fields.String(load_default=None, allow_none=True)  # noqa: N815 (Kustomer's)
+
+
+class _Attributes(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    status = fields.String(load_default=None, allow_none=True)
+    lastDone = fields.Nested(_LastDone, load_default=None, allow_none=True)  # noqa: N815
+
+
+class _Data(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    id = fields.String(load_default=None, allow_none=True)
+    attributes = fields.Nested(_Attributes, load_default=None, allow_none=True)
+
+
+class EventSchema(Schema):
+    """The parts of a Kustomer event envelope the hub reads, with their types checked
+    (a validly signed body is still only trusted as far as its shape)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    id = fields.Raw(load_default="")
+    name = fields.String(required=True)
+    dataId = fields.String(load_default=None, allow_none=True)  # noqa: N815
+    data = fields.Nested(_Data, load_default=None, allow_none=True)
+    changes = fields.Nested(_Changes, load_default=None, allow_none=True)
+
+
 def resolution(envelope: dict[str, Any]) -> TicketEvent | None:
-    """The resolution this event reports, or None (other changes, our own writes)."""
-    if envelope.get("name") != "kustomer.conversation.update":
+    """The resolution this event reports, or None (other changes, our own writes).
+
+    Raises `ValidationError` for a body that is not shaped like a Kustomer event.
+    """
+    event = EventSchema().load(envelope)
+    if event["name"] != "kustomer.conversation.update":
         return None
-    data = envelope.get("data") or {}
+    data = event["data"] or {}
     attributes = data.get("attributes") or {}
-    changed = ((envelope.get("changes") or {}).get("attributes")) or {}
+    changed = (event["changes"] or {}).get("attributes") or {}
     status_change = changed.get("status") or {}
     if status_change.get("after") != "done" or attributes.get("status") != "done":
-        # Includes our own custom-attribute PATCHes (meta.customChanged, no status change).
+        # Includes our own notes and custom-attribute PATCHes (no status change).
         return None
-    return TicketEvent(
-        event_id=str(envelope.get("id") or ""),
-        ticket_id=str(data.get("id") or envelope.get("dataId") or ""),
-        resolved_at=parse_time((attributes.get("lastDone") or {}).get("createdAt")),
-    )
+    ticket_id = data.get("id") or event["dataId"]
+    if not ticket_id or not isinstance(event["id"], str | int):
+        raise ValidationError("The event names no conversation.")
+    try:
+        resolved_at = parse_time((attributes.get("lastDone") or {}).get("createdAt"))
+    except ValueError as exc:
+        raise ValidationError(f"lastDone.createdAt is not a time: {exc}") from exc
+    return TicketEvent(event_id=str(event["id"]), ticket_id=str(ticket_id), resolved_at=resolved_at)
 
 
 def _first_time(connection_id: int, event_id: str) -> bool:
@@ -79,7 +148,10 @@ def receive(connection_id: int):
     if not token:
         return jsonify(error="this connection has no webhook"), 404
     header = next((h for h in SIGNATURE_HEADERS if request.headers.get(h)), None)
-    raw = request.get_data(cache=False)
+    try:
+        raw = request.get_data(cache=False)
+    except OSError:  # a broken chunked body, as the server read it
+        return jsonify(error="the body could not be read"), 400
     if header is None or not signature_valid(token, raw, request.headers[header]):
         log.warning("Kustomer webhook for connection %s: bad or missing signature", connection_id)
         return jsonify(error="invalid signature"), 401
@@ -87,11 +159,14 @@ def receive(connection_id: int):
         log.info("Kustomer webhook signed with header %s", header)
     try:
         envelope = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return jsonify(error="the body is not JSON"), 400
     if not isinstance(envelope, dict):
         return jsonify(error="the body is not a Kustomer event"), 400
-    event = resolution(envelope)
+    try:
+        event = resolution(envelope)
+    except ValidationError as exc:
+        return jsonify(error="the body is not a Kustomer event", details=exc.messages), 400
     if event is None:
         return jsonify(status="ignored")
     if not _first_time(connection_id, event.event_id):
