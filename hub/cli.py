@@ -29,7 +29,23 @@ USER_ERRORS = (ConfigError, PluginError, ServiceUnavailable, EmbeddedError, Secr
 def _create_app():
     from hub.app import create_app
 
+    use_embedded_instance()
     return create_app()
+
+
+def use_embedded_instance() -> None:
+    """Let CLI commands run beside `make run` with nothing exported.
+
+    `surveyhub run` keeps its generated secret key in the instance folder; with no
+    HUB_SECRET_KEY set, commands use that key (a new one could not decrypt the stored
+    helpdesk keys) and the address `surveyhub run` serves by default. The database and
+    Redis already default to the instance's SQLite file and bundled Redis.
+    """
+    secret_file = default_instance_path() / "secret_key"
+    if os.environ.get("HUB_SECRET_KEY") or not secret_file.exists():
+        return
+    os.environ["HUB_SECRET_KEY"] = secret_file.read_text().strip()
+    os.environ.setdefault("HUB_BASE_URL", "http://127.0.0.1:5000")
 
 
 @click.group(help="SurveyHub: helpdesk-triggered NPS, CSAT and CES surveys.")
