@@ -109,3 +109,16 @@ def test_security_headers_and_cookie_flags(gunicorn):
     assert "unsafe-inline" not in policy.split("script-src", 1)[1].split(";", 1)[0]
     cookie = page.headers.get("Set-Cookie", "")
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_a_broken_chunked_body_gets_a_4xx(gunicorn):
+    url, port, _ = gunicorn
+    for path in ("/hooks/kustomer/1", "/r/some-token/5"):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                "Content-Type: application/json\r\n\r\nzz\r\nnot a chunk\r\n0\r\n\r\n".encode()
+            )
+            answer = sock.recv(65536).split(b"\r\n", 1)[0].decode()
+        assert answer.startswith("HTTP/1.1 4"), (path, answer)
+    assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
