@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from redis import Redis
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -21,7 +23,6 @@ from hub.config import validate_config
 from hub.crypto import Vault
 from hub.extensions import csrf
 from hub.extensions import db
-from hub.extensions import limiter
 from hub.extensions import login_manager
 from hub.extensions import migrate
 from hub.i18n import babel
@@ -49,6 +50,7 @@ class HubState:
 
     registry: Registry
     vault: Vault
+    limiter: Limiter | None = None
     redis: Redis | None = None
 
 
@@ -82,7 +84,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.setdefault("RATELIMIT_STORAGE_URI", limiter_storage(app.config["REDIS_URL"]))
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "surveyhub-limits")
-    limiter.init_app(app)
+    # One limiter per app (Flask-Limiter keeps per-app settings such as the key prefix
+    # on the instance). Only code that asks is limited (sign-in); counters live in
+    # Redis, or in memory while Redis is away.
+    limiter = Limiter(get_remote_address, app=app, default_limits=[])
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(PACKAGE_DIR / "translations"))
     babel.init_app(app, locale_selector=select_locale)
 
@@ -92,6 +97,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["hub"] = HubState(
         registry=registry,
         vault=Vault(app.config["SECRET_KEY"], app.config["HUB_OLD_SECRET_KEYS"]),
+        limiter=limiter,
     )
 
     from hub.web import register_web

@@ -1,7 +1,5 @@
 """Flask extension singletons, bound to an app in `create_app()`."""
 
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -29,6 +27,3 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
-# Only routes that ask for it are limited (sign-in); counters live in Redis, or in
-# memory while Redis is away.
-limiter = Limiter(key_func=get_remote_address, default_limits=[])

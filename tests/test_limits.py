@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
-import time
 
 import psutil
 import pytest
@@ -14,6 +13,7 @@ import requests
 
 from tests.conftest import ROOT
 from tests.conftest import free_port
+from tests.conftest import wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -33,12 +33,7 @@ def gunicorn(subprocess_env, tmp_path):
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            requests.get(f"{url}/healthz", timeout=5)
-            break
-        except requests.RequestException:
-            time.sleep(0.1)
+    wait_for_http(f"{url}/healthz")
     yield url, port, process
     process.terminate()
     process.wait(20)

@@ -178,6 +178,7 @@ def test_the_three_wheels_work_in_a_fresh_virtualenv(tmp_path, redis_client):
 
     from tests.conftest import free_port
     from tests.conftest import redis_url
+    from tests.conftest import wait_for_http
 
     dist = tmp_path / "dist"
     builds = (
@@ -253,17 +254,8 @@ def test_the_three_wheels_work_in_a_fresh_virtualenv(tmp_path, redis_client):
         stderr=subprocess.STDOUT,
     )
     try:
-        import time
-
-        import requests
-
         url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                requests.get(f"{url}/__sandbox/state", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        wait_for_http(f"{url}/__sandbox/state")
         env["HUB_ALLOWED_HELPDESK_URLS"] = url
         connected = cli(
             "connect",

@@ -40,7 +40,6 @@ from wtforms.validators import Regexp
 
 from hub.config import signing_keys
 from hub.extensions import db
-from hub.extensions import limiter
 from hub.models import Milestone
 from hub.models import Role
 from hub.models import User
@@ -135,15 +134,18 @@ def _login_email() -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(LOGIN_LIMIT, methods=["POST"], key_func=get_remote_address)
 def login():
-    """Sign in with email and password (guesses are limited per client, above, and per
-    email address, here)."""
+    """Sign in with email and password (guesses are limited per client and per email
+    address)."""
     if current_user.is_authenticated:
         return redirect(url_for("home.index"))
     form = LoginForm()
     if request.method == "POST":
-        with limiter.limit(LOGIN_LIMIT, key_func=_login_email, scope="login-email"):
+        limiter = current_app.extensions["hub"].limiter
+        with (
+            limiter.limit(LOGIN_LIMIT, key_func=get_remote_address, scope="login-client"),
+            limiter.limit(LOGIN_LIMIT, key_func=_login_email, scope="login-email"),
+        ):
             return _sign_in(form)
     return render_template("auth/login.html", form=form)
 
@@ -171,7 +173,7 @@ def _sign_in(form: LoginForm):
 
 @bp.errorhandler(RateLimitExceeded)
 def too_many_attempts(error: RateLimitExceeded):
-    limit = getattr(limiter, "current_limit", None)
+    limit = getattr(current_app.extensions["hub"].limiter, "current_limit", None)
     reset_at = limit.reset_at if limit is not None else time.time() + 60
     minutes = max(1, math.ceil((reset_at - time.time()) / 60))
     wait = "a minute" if minutes == 1 else f"{minutes} minutes"

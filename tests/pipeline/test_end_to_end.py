@@ -182,14 +182,22 @@ def answer_like_a_browser(live: Live, message, score: int, comment: str) -> None
         assert thanks.status_code == 200
 
 
-def test_end_to_end_with_real_parts(live):
+def start_and_settle(live: Live, metric: str = "nps", scale: int = 11) -> tuple[int, int]:
+    """Activate a survey, start a worker and the scheduler, wait for every seeded ticket
+    to be decided and sent or skipped; return the survey id and the delivery count."""
     seeded = live.sandbox.seeded
     with live.app.app_context():
-        survey_id = add_survey(live.connection_id)
+        survey_id = add_survey(live.connection_id, metric, scale)
     live.start("worker", "worker")
     live.start("scheduler", "scheduler")
     expected = len(seeded.eligible) + len(seeded.skipped)
     wait_until(lambda: live.settled(survey_id, expected), what="every delivery to settle")
+    return survey_id, expected
+
+
+def test_end_to_end_with_real_parts(live):
+    seeded = live.sandbox.seeded
+    survey_id, expected = start_and_settle(live)
     rows = live.rows(survey_id)
     assert {t for t, r in rows.items() if r.state == "sent"} == set(seeded.eligible)
     assert {t: r.skip_reason for t, r in rows.items() if r.state == "skipped"} == seeded.skipped
@@ -422,12 +430,7 @@ def test_a_rating_is_written_back_while_a_thousand_sends_wait(live):
     from hub.pipeline.send import YIELD_EVERY
 
     seeded = live.sandbox.seeded
-    with live.app.app_context():
-        survey_id = add_survey(live.connection_id, "csat", 3)
-    live.start("worker", "worker")
-    live.start("scheduler", "scheduler")
-    expected = len(seeded.eligible) + len(seeded.skipped)
-    wait_until(lambda: live.settled(survey_id, expected), what="the first deliveries")
+    survey_id, expected = start_and_settle(live, "csat", 3)
     # A thousand more resolved email tickets (100 customers; CSAT has no cooldown), and a
     # mail server that takes its time: the sends queue up behind each other.
     org = live.sandbox.org
@@ -502,12 +505,7 @@ def test_forty_concurrent_clicks_make_one_rating_and_one_note(live):
 
     live.app.extensions["hub"].registry._pm.register(Broken())
     seeded = live.sandbox.seeded
-    with live.app.app_context():
-        survey_id = add_survey(live.connection_id)
-    live.start("worker", "worker")
-    live.start("scheduler", "scheduler")
-    expected = len(seeded.eligible) + len(seeded.skipped)
-    wait_until(lambda: live.settled(survey_id, expected), what="the deliveries")
+    survey_id, _ = start_and_settle(live)
     conversation = seeded.eligible[0]
     with live.app.test_request_context():
         token = rating_token(live.rows(survey_id)[conversation].id)
