@@ -15,6 +15,7 @@ from flask_limiter.util import get_remote_address
 from redis import Redis
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from hub.config import default_instance_path
 from hub.config import load_config
@@ -74,6 +75,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if not app.config["HUB_BASE_URL"] and (app.config.get("DEBUG") or app.config.get("TESTING")):
         app.config["HUB_BASE_URL"] = "http://localhost:5000"
     validate_config(app.config)
+    if app.config["HUB_TRUSTED_PROXIES"]:
+        # Behind N proxies (the https front the docs ask for) the client is the address
+        # they report, not theirs: sign-in limits must count people, not the proxy.
+        trusted = app.config["HUB_TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted, x_proto=trusted)
     instance_path.mkdir(parents=True, exist_ok=True)
     _configure_database(app)
 
@@ -84,6 +90,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.setdefault("RATELIMIT_STORAGE_URI", limiter_storage(app.config["REDIS_URL"]))
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "surveyhub-limits")
+    # A sliding window: no burst of twice the limit across a window's edge.
+    app.config.setdefault("RATELIMIT_STRATEGY", "moving-window")
     # One limiter per app (Flask-Limiter keeps per-app settings such as the key prefix
     # on the instance). Only code that asks is limited (sign-in); counters live in
     # Redis, or in memory while Redis is away.

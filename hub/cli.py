@@ -39,10 +39,12 @@ def use_embedded_instance() -> None:
     `surveyhub run` keeps its generated secret key in the instance folder; with no
     HUB_SECRET_KEY set, commands use that key (a new one could not decrypt the stored
     helpdesk keys) and the address `surveyhub run` serves by default. The database and
-    Redis already default to the instance's SQLite file and bundled Redis.
+    Redis already default to the instance's SQLite file and bundled Redis. A production
+    setup (DATABASE_URL or REDIS_URL set) never falls back to the development key.
     """
     secret_file = default_instance_path() / "secret_key"
-    if os.environ.get("HUB_SECRET_KEY") or not secret_file.exists():
+    configured = any(os.environ.get(name) for name in ("DATABASE_URL", "REDIS_URL"))
+    if os.environ.get("HUB_SECRET_KEY") or configured or not secret_file.exists():
         return
     os.environ["HUB_SECRET_KEY"] = secret_file.read_text().strip()
     os.environ.setdefault("HUB_BASE_URL", "http://127.0.0.1:5000")

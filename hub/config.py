@@ -70,6 +70,7 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict[str, An
         "HUB_PLUGINS": _list(environ.get("HUB_PLUGINS")),
         "HUB_ALLOWED_HELPDESK_URLS": _list(environ.get("HUB_ALLOWED_HELPDESK_URLS")),
         "HUB_SCHEDULER_TICK": _number(environ, "HUB_SCHEDULER_TICK", 5, float),
+        "HUB_TRUSTED_PROXIES": _number(environ, "HUB_TRUSTED_PROXIES", 0, int),
         "HUB_SCAN_INTERVAL": _number(environ, "HUB_SCAN_INTERVAL", 300, float),
         "HUB_RECONCILE_INTERVAL": _number(environ, "HUB_RECONCILE_INTERVAL", 30, float),
         "HUB_SENDING_TIMEOUT": _number(environ, "HUB_SENDING_TIMEOUT", 600, float),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from collections.abc import Callable
@@ -90,22 +91,26 @@ class Metric:
 
 #: The longest comment quoted in a helpdesk note (the whole comment stays in the hub).
 NOTE_COMMENT_LENGTH = 1000
-_TAG = re.compile(r"<[^>]{0,500}>")
+_TAG = re.compile(r"<[^<>]*>")
+#: Quotation marks that could seem to close the hub's quote around the comment.
+_QUOTES = str.maketrans(dict.fromkeys('"“”„‟″«»＂', "'"))
 
 
 def quote_comment(comment: str) -> str:
     """A customer's comment as one quoted line of plain text, for a helpdesk note.
 
     The customer's words must not pass for the hub's own: HTML tags go, control
-    characters and line breaks become spaces (no forged extra lines), double quotes
-    become single ones (the quote cannot be closed early), and the length is capped.
+    characters and line breaks become spaces (no forged extra lines), double quotes and
+    their look-alikes become single ones (the quote cannot be closed early), entities
+    are decoded first (so `&lt;b&gt;` is a tag too), and the length is capped.
     Returns "" for an empty comment.
     """
-    text = _TAG.sub(" ", comment or "")
+    text = _TAG.sub(" ", html.unescape(comment or ""))
+    text = text.replace("<", " ").replace(">", " ")  # no half tags either
     text = "".join(
         " " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text
     )
-    text = " ".join(text.replace('"', "'").split())
+    text = " ".join(text.translate(_QUOTES).split())
     if len(text) > NOTE_COMMENT_LENGTH:
         text = text[: NOTE_COMMENT_LENGTH - 1].rstrip() + "…"
     return f'"{text}"' if text else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from flask import current_app
@@ -57,6 +58,13 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+@lru_cache(maxsize=1)
+def dummy_password_hash() -> str:
+    """A hash to check against when there is no account (or no password yet), so the
+    answer takes as long as for a real one and tells nothing."""
+    return generate_password_hash("not anyone's password")
+
+
 class Role(StrEnum):
     ADMIN = "admin"
     AGENT = "agent"
@@ -89,6 +97,8 @@ class WriteBackState(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    #: A newer pending write-back of the same rating carries its news.
+    SUPERSEDED = "superseded"
 
 
 class TimestampMixin:
@@ -130,10 +140,17 @@ class User(UserMixin, TimestampMixin, db.Model):
         return self.role == Role.ADMIN
 
     def set_password(self, password: str) -> None:
+        """Set a new password; any session opened with the old one ends."""
+        if self.password_hash:
+            self.end_sessions()
         self.password_hash = generate_password_hash(password)
 
     def check_password(self, password: str) -> bool:
-        return bool(self.password_hash) and check_password_hash(self.password_hash, password)
+        """Whether `password` is this user's, taking as long for a user without one."""
+        if not self.password_hash:
+            check_password_hash(dummy_password_hash(), password)
+            return False
+        return check_password_hash(self.password_hash, password)
 
 
 class Connection(TimestampMixin, db.Model):

@@ -120,3 +120,59 @@ def test_twelve_concurrent_first_admin_posts_create_one_admin(app, served, redis
     with app.app_context():
         admins = db.session.execute(db.select(User).where(User.role == "admin")).scalars()
         assert len(admins.all()) == 1
+
+
+def test_behind_a_proxy_each_client_and_each_address_is_counted(tmp_path, database_url):
+    from flask_migrate import upgrade
+
+    from hub.app import create_app
+    from tests.conftest import make_config
+
+    app = create_app(make_config(tmp_path, database_url, HUB_TRUSTED_PROXIES=1))
+    with app.app_context():
+        upgrade()
+    client = app.test_client()
+
+    def from_client(n: int, email: str) -> int:
+        client.environ_base["HTTP_X_FORWARDED_FOR"] = f"203.0.113.{n}"
+        return attempt(client, email, "guess").status_code
+
+    # Eleven people behind the proxy, each with their own address: nobody is blocked.
+    assert [from_client(n, f"p{n}@example.com") for n in range(11)] == [200] * 11
+    # One address guessed from eleven places: the address's own limit holds.
+    statuses = [from_client(100 + n, "target@example.com") for n in range(11)]
+    assert statuses == [200] * 10 + [429]
+
+
+def test_a_nul_in_the_sign_in_form_is_no_error(app, client):
+    app.config["WTF_CSRF_ENABLED"] = False
+    response = client.post("/login", data={"email": "a\x00@example.com", "password": "x\x00"})
+    assert response.status_code == 200
+    assert "do not match an account" in response.text
+
+
+def test_the_session_cookie_is_secure_with_an_https_base_url(tmp_path, database_url):
+    from hub.app import create_app
+    from tests.conftest import make_config
+
+    app = create_app(make_config(tmp_path, database_url, HUB_BASE_URL="https://surveys.example"))
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    with app.test_request_context():
+        from flask import session
+
+        session["x"] = 1
+        response = app.make_response("ok")
+        app.session_interface.save_session(app, session, response)
+    cookie = response.headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_a_new_password_ends_the_old_sessions(app, client):
+    add_user(app, role=Role.ADMIN.value, status=UserStatus.ACTIVE.value)
+    assert attempt(client, "ann@example.com", "correct horse battery").status_code == 302
+    assert client.get("/").status_code == 200
+    with app.app_context():
+        user = db.session.execute(db.select(User)).scalar_one()
+        user.set_password("another long password")
+        db.session.commit()
+    assert client.get("/").status_code == 302

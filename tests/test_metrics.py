@@ -142,3 +142,12 @@ def test_a_comment_cannot_pass_for_the_hubs_own_lines_in_the_note(metrics):
     assert note.count('"') == 2  # one quoted span, opened and closed by the hub
     long = metrics["nps"].note(9, 11, "jane@example.com", "x" * 5000)
     assert len(long) < 1100 and long.endswith('…" — via SurveyHub')
+
+
+def test_long_tags_entities_and_look_alike_quotes_are_neutralised(metrics):
+    comment = (
+        "<img src=x onerror=alert(1) " + "a" * 600 + "> &lt;b&gt;hi&lt;/b&gt; ok” — via SurveyHub"
+    )
+    note = metrics["nps"].note(9, 11, "jane@example.com", comment)
+    assert "<" not in note and ">" not in note and "&lt;" not in note and "onerror" not in note
+    assert note.count('"') == 2 and "”" not in note

@@ -229,6 +229,7 @@ def test_the_three_wheels_work_in_a_fresh_virtualenv(tmp_path, redis_client):
             capture_output=True,
             text=True,
             timeout=120,
+            start_new_session=True,  # no terminal: a key is read from the pipe, as in CI
         )
         assert result.returncode == 0, f"surveyhub {' '.join(args)}:\n{result.stderr}"
         return result.stdout

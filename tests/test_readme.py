@@ -158,3 +158,14 @@ def test_cli_commands_beside_make_run_need_nothing_exported(tmp_path):
     assert listed.returncode == 0, listed.stderr
     assert "No surveys yet" in listed.stdout
     assert (tmp_path / "instance" / "surveyhub.db").exists()
+
+
+def test_a_production_setup_never_falls_back_to_the_development_key(tmp_path):
+    load_or_create_secret(tmp_path / "instance")
+    surveyhub = str(Path(sys.executable).parent / "surveyhub")
+    env = clean_env(DATABASE_URL=f"sqlite:///{tmp_path / 'prod.db'}")
+    result = subprocess.run(
+        [surveyhub, "db", "upgrade"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "HUB_SECRET_KEY is not set" in result.stderr

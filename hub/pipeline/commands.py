@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
@@ -17,14 +19,20 @@ def _pairs(values: tuple[str, ...]) -> dict[str, str]:
     return pairs
 
 
-def _sentence(errors: dict, schema) -> str:
+def _sentence(errors: dict, schema, flag: str = "--setting") -> str:
     """Marshmallow's error dict as sentences that name the fields as the form does."""
     parts = []
     for name, messages in errors.items():
         field = schema.fields.get(name)
         label = (field.metadata.get("label") if field else None) or name
-        text = " ".join(messages) if isinstance(messages, list) else str(messages)
-        option = f"--setting {name}=…" if field and not field.metadata.get("secret") else name
+        text = (
+            " ".join(str(m) for m in messages)
+            if isinstance(messages, list)
+            else "; ".join(f"{key}: {value}" for key, value in messages.items())
+            if isinstance(messages, dict)
+            else str(messages)
+        )
+        option = f"{flag} {name}=…" if field and not field.metadata.get("secret") else name
         parts.append(f"{label} ({option}): {text}")
     return "Invalid settings. " + " ".join(parts)
 
@@ -36,10 +44,27 @@ def add_commands(cli: click.Group) -> None:
     @click.argument("helpdesk")
     @click.option("--name", required=True, help="A name for this connection.")
     @click.option("--setting", "settings", multiple=True, help="KEY=VALUE (repeatable).")
+    @click.option(
+        "--secret-file",
+        "secret_files",
+        multiple=True,
+        help="FIELD=PATH: read a secret (the API key) from a file.",
+    )
     @click.option("--force", is_flag=True, help="Save even when roles are missing.")
     @with_appcontext
-    def connect(helpdesk: str, name: str, settings: tuple[str, ...], force: bool) -> None:
-        """Check a helpdesk's credentials and save the connection (secrets are encrypted)."""
+    def connect(
+        helpdesk: str,
+        name: str,
+        settings: tuple[str, ...],
+        secret_files: tuple[str, ...],
+        force: bool,
+    ) -> None:
+        """Check a helpdesk's credentials and save the connection (secrets are encrypted).
+
+        Secrets (the API key) are never taken from the command line, where `ps` and the
+        shell history show them: type them at the hidden prompt, pipe them on standard
+        input (one per line), or name a file with --secret-file.
+        """
         from flask import current_app
 
         from hub.extensions import db
@@ -72,11 +97,23 @@ def add_commands(cli: click.Group) -> None:
         errors = schema.validate(given, partial=tuple(secret_names))
         if errors:
             raise click.ClickException(_sentence(errors, schema))
+        from_files = _pairs(secret_files)
+        for field, path in from_files.items():
+            if field not in secret_names:
+                raise click.ClickException(f"{field} is not a secret of {helpdesk}.")
+            try:
+                given[field] = open(path, encoding="utf-8").read().strip()  # noqa: SIM115
+            except OSError as exc:
+                raise click.ClickException(f"Cannot read {path}: {exc.strerror}.") from exc
+        piped = not sys.stdin.isatty()
         for field in secret_names:
-            given[field] = click.prompt(
-                schema.fields[field].metadata.get("label") or field.replace("_", " "),
-                hide_input=True,
-            ).strip()
+            if field in given:
+                continue
+            label = schema.fields[field].metadata.get("label") or field.replace("_", " ")
+            if piped:  # getpass would read the terminal, not the pipe
+                given[field] = sys.stdin.readline().strip()
+            else:
+                given[field] = click.prompt(label, hide_input=True).strip()
         errors = schema.validate(given)
         if errors:
             raise click.ClickException(_sentence(errors, schema))
@@ -153,7 +190,9 @@ def add_commands(cli: click.Group) -> None:
         try:
             settings = SurveySettingsSchema().load(settings)
         except ValidationError as exc:
-            raise click.ClickException(_sentence(exc.messages, SurveySettingsSchema())) from exc
+            raise click.ClickException(
+                _sentence(exc.messages, SurveySettingsSchema(), "--set")
+            ) from exc
         survey = Survey(
             connection_id=connection_id,
             metric=metric,

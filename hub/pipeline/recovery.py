@@ -26,6 +26,7 @@ from hub.models import utcnow
 from hub.pipeline.scan import enqueue_scan
 from hub.pipeline.send import enqueue_sends
 from hub.pipeline.writeback import enqueue_write_back
+from hub.pipeline.writeback import release
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +57,19 @@ def reconcile() -> dict[str, int]:
             updated_at=now,
         )
     )
-    released = db.session.execute(
-        update(WriteBack)
+    db.session.commit()
+    stuck_write_backs = db.session.execute(
+        select(WriteBack.id)
         .where(
             WriteBack.state == WriteBackState.RUNNING.value, WriteBack.updated_at < now - timeout
         )
-        .values(state=WriteBackState.PENDING.value, updated_at=now)
-    )
-    db.session.commit()
+        .limit(BATCH)
+    ).scalars()
+    # One by one: a rating may have a newer pending write-back, and then this one is
+    # superseded instead (one pending per rating), without stopping the others.
+    released = sum(release(write_back_id) == "pending" for write_back_id in stuck_write_backs.all())
     done["sending_to_unknown"] = stuck.rowcount
-    done["write_backs_released"] = released.rowcount
+    done["write_backs_released"] = released
 
     due_deliveries = db.session.execute(
         select(Delivery.id)

@@ -9,6 +9,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 
 from hub.connections import open_helpdesk
 from hub.extensions import db
@@ -48,11 +49,25 @@ def stage_write_back(rating: Rating, kind: str, now: datetime) -> WriteBack:
         )
     ).scalar_one_or_none()
     if waiting is not None:
+        # Touch the row only while it is still pending, in this transaction: the update
+        # locks it, so a worker's claim waits for this commit and then reads the new
+        # score or comment. If a worker claimed it already, it may write the old answer;
+        # this one then needs a write-back of its own.
         # A new score restarts the grace time of a write-back not tried yet (which also
         # wakes one parked for a scanner); one backing off keeps the helpdesk's pace.
-        if kind == "score" and waiting.attempts == 0:
-            waiting.next_attempt_at = now + grace
-        return waiting
+        restart = kind == "score" and waiting.attempts == 0
+        values = {"updated_at": now}
+        if restart:
+            values["next_attempt_at"] = now + grace
+        touched = db.session.execute(
+            update(WriteBack)
+            .where(WriteBack.id == waiting.id, WriteBack.state == WriteBackState.PENDING.value)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if touched.rowcount == 1:
+            db.session.refresh(waiting)
+            return waiting
     write_back = WriteBack(
         rating_id=rating.id,
         kind=kind,
@@ -185,8 +200,35 @@ def _settle(write_back: WriteBack, state: WriteBackState, **values) -> str:
     write_back.state = state.value
     for name, value in values.items():
         setattr(write_back, name, value)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Back to pending, but the rating has a newer pending write-back (a comment or a
+        # new score arrived while this one ran). Its note is worded from the rating
+        # when it is sent, so it carries this one's news too.
+        db.session.rollback()
+        return supersede(write_back.id)
+    return write_back.state
+
+
+def supersede(write_back_id: int) -> str:
+    """Retire a write-back whose rating has a newer pending one (and commit)."""
+    write_back = db.session.get(WriteBack, write_back_id)
+    newer = db.session.execute(
+        select(WriteBack.id).where(
+            WriteBack.rating_id == write_back.rating_id,
+            WriteBack.state == WriteBackState.PENDING.value,
+        )
+    ).scalar_one_or_none()
+    write_back.state = WriteBackState.SUPERSEDED.value
+    write_back.last_error = f"Replaced by write-back {newer}, which carries the latest answer."
     db.session.commit()
     return write_back.state
+
+
+def release(write_back_id: int) -> str:
+    """Put a write-back that stopped while running (a killed worker) back in line."""
+    return _settle(db.session.get(WriteBack, write_back_id), WriteBackState.PENDING)
 
 
 def retry_write_back(write_back_id: int) -> bool:
@@ -197,8 +239,7 @@ def retry_write_back(write_back_id: int) -> bool:
         WriteBackState.PENDING.value,
     ):
         return False
-    write_back.state = WriteBackState.PENDING.value
-    write_back.next_attempt_at = None
-    db.session.commit()
+    if _settle(write_back, WriteBackState.PENDING, next_attempt_at=None) != "pending":
+        return True  # a newer pending write-back carries it; that one is in line
     enqueue_write_back(write_back.id)
     return True

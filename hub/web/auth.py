@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from functools import lru_cache
 from urllib.parse import urlsplit
 
 from flask import Blueprint
@@ -29,7 +28,6 @@ from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash
-from werkzeug.security import generate_password_hash
 from wtforms import EmailField
 from wtforms import PasswordField
 from wtforms import StringField
@@ -44,6 +42,7 @@ from hub.models import Milestone
 from hub.models import Role
 from hub.models import User
 from hub.models import UserStatus
+from hub.models import dummy_password_hash
 from hub.models import utcnow
 
 bp = Blueprint("auth", __name__)
@@ -51,7 +50,7 @@ bp = Blueprint("auth", __name__)
 FIRST_ADMIN = "first-admin"
 FIRST_ADMIN_SALT = "surveyhub:first-admin"
 #: Sign-in attempts allowed per client address and per email address.
-LOGIN_LIMIT = "10 per minute"
+LOGIN_LIMIT = "10 per minute; 100 per day"
 FIRST_ADMIN_MAX_AGE = 7 * 24 * 3600
 MIN_PASSWORD_LENGTH = 10
 
@@ -110,8 +109,8 @@ def first_admin(token: str):
     form = FirstAdminForm()
     if form.validate_on_submit():
         user = User(
-            email=form.email.data.strip().lower(),
-            name=form.name.data.strip(),
+            email=_printable(form.email.data).strip().lower(),
+            name=_printable(form.name.data).strip(),
             role=Role.ADMIN.value,
             status=UserStatus.ACTIVE.value,
         )
@@ -130,7 +129,12 @@ def first_admin(token: str):
 
 
 def _login_email() -> str:
-    return "login-email:" + (request.form.get("email") or "").strip().lower()[:320]
+    return "login-email:" + _printable(request.form.get("email") or "").strip().lower()[:320]
+
+
+def _printable(text: str) -> str:
+    """`text` without control characters (NUL cannot even be stored in PostgreSQL)."""
+    return "".join(ch for ch in text if ch.isprintable())
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -142,22 +146,22 @@ def login():
     form = LoginForm()
     if request.method == "POST":
         limiter = current_app.extensions["hub"].limiter
-        with (
-            limiter.limit(LOGIN_LIMIT, key_func=get_remote_address, scope="login-client"),
-            limiter.limit(LOGIN_LIMIT, key_func=_login_email, scope="login-email"),
-        ):
-            return _sign_in(form)
+        # Two statements on two lines: Flask-Limiter files a limit used this way under
+        # its call site, so each needs its own.
+        with limiter.limit(LOGIN_LIMIT, key_func=get_remote_address, scope="login-client"):  # noqa: SIM117
+            with limiter.limit(LOGIN_LIMIT, key_func=_login_email, scope="login-email"):
+                return _sign_in(form)
     return render_template("auth/login.html", form=form)
 
 
 def _sign_in(form: LoginForm):
     if form.validate_on_submit():
-        email = form.email.data.strip().lower()
+        email = _printable(form.email.data).strip().lower()
         user = db.session.execute(select(User).where(User.email == email)).scalar_one_or_none()
         if user is None:
             # The same work as for a real account: the answer's timing must not tell
             # which addresses have one.
-            check_password_hash(_dummy_hash(), form.password.data)
+            check_password_hash(dummy_password_hash(), form.password.data)
             flash("That email and password do not match an account.", "error")
         elif not user.check_password(form.password.data):
             flash("That email and password do not match an account.", "error")
@@ -181,11 +185,6 @@ def too_many_attempts(error: RateLimitExceeded):
     response = make_response(render_template("auth/login.html", form=LoginForm()), 429)
     response.headers["Retry-After"] = str(minutes * 60)
     return response
-
-
-@lru_cache(maxsize=1)
-def _dummy_hash() -> str:
-    return generate_password_hash("not a password of anyone's")
 
 
 @bp.post("/logout")

@@ -12,7 +12,7 @@ from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 #: Any request to the hub (admin forms included).
-MAX_BODY = 1024 * 1024
+MAX_BODY = 2 * 1024 * 1024
 #: Public pages (score, comment, unsubscribe): a 5,000-character comment, form-encoded.
 MAX_PUBLIC_BODY = 64 * 1024
 #: Helpdesk webhooks: an event carries the whole conversation (Kustomer caps its own

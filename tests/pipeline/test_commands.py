@@ -141,3 +141,24 @@ def test_survey_create_refuses_unknown_settings_and_survey_list_shows_them(app, 
     listing = runner.invoke(cli, ["survey", "list"])
     assert listing.exit_code == 0
     assert "1  Support CSAT  csat  kustomer:Acme  inactive  last scan never" in listing.output
+
+
+def test_connect_reads_the_key_from_a_file(app, runner, sandbox, tmp_path):  # noqa: F811
+    app.config["HUB_ALLOWED_HELPDESK_URLS"] = [sandbox.url]
+    key_file = tmp_path / "kustomer.key"
+    key_file.write_text(sandbox.seeded.api_key + "\n")
+    result = runner.invoke(
+        cli,
+        [
+            "connect",
+            "kustomer",
+            "--name",
+            "S",
+            "--setting",
+            f"url={sandbox.url}",
+            "--secret-file",
+            f"api_key={key_file}",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Saved connection" in result.output

@@ -9,12 +9,14 @@ from datetime import datetime
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy import update
 
 from hub.extensions import db
 from hub.links import rating_token
 from hub.models import Delivery
 from hub.models import Survey
 from hub.models import WriteBack
+from hub.pipeline.recovery import reconcile
 from hub.pipeline.scan import scan_connection
 from hub.pipeline.scan import scan_survey
 from hub.pipeline.send import send_deliveries
@@ -273,3 +275,42 @@ def test_a_listed_address_or_one_with_a_line_break_is_skipped_as_invalid(hub):
     assert {rows[t].skip_reason for t in bad} == {"invalid email"}
     received = [m["To"].addresses[0].addr_spec for m in hub.smtp.handler.messages]
     assert not any(name in r for r in received for name in ("listed", "broken", "all@", "named"))
+
+
+def test_a_new_score_while_a_write_back_runs_gets_its_own_write_back(hub):
+    """The running write-back may carry the old score: the new one must not be lost."""
+    from hub.models import WriteBack as WB
+
+    seeded = hub.sandbox.seeded
+    ticket = seeded.eligible[0]
+    with hub.app.app_context():
+        scan_survey(hub.survey_id)
+    send_pending(hub.app, hub.survey_id)
+    row = deliveries(hub.app, hub.survey_id)[ticket]
+    with hub.app.test_request_context():
+        token = rating_token(row.id)
+    client = hub.app.test_client()
+    client.post(f"/r/{token}/9")
+    with hub.app.app_context():
+        (first,) = db.session.execute(select(WB)).scalars().all()
+        first.state = "running"  # a worker claimed it and is posting the note
+        db.session.commit()
+        first_id = first.id
+    client.post(f"/r/{token}/4")
+    with hub.app.app_context():
+        pending = db.session.execute(select(WB).where(WB.state == "pending")).scalars().all()
+        assert [w.id for w in pending] != [first_id] and len(pending) == 1
+        # The running one stops (a killed worker); the reconciler must not trip over the
+        # newer pending one, and every other repair still happens.
+        db.session.execute(
+            update(WB)
+            .where(WB.id == first_id)
+            .values(updated_at=datetime.now(UTC) - timedelta(hours=2))
+        )
+        db.session.commit()
+        done = reconcile()
+        assert done["write_backs_released"] == 0
+        assert db.session.get(WB, first_id).state == "superseded"
+        assert run_write_back(pending[0].id) == "done"
+    notes = hub.sandbox.state()["notes"][ticket]
+    assert [n["body"].split(" from ")[0] for n in notes] == ["NPS 4/10 (detractor)"]
