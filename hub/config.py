@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
+from email.headerregistry import Address
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -129,6 +130,17 @@ def validate_config(config: Mapping[str, Any]) -> None:
                 f"HUB_BASE_URL ({base_url}) must use https: mail providers require https "
                 "unsubscribe links, and customers' answers travel through it."
             )
+    mail_from = config.get("MAIL_FROM") or ""
+    try:
+        Address(addr_spec=mail_from)
+        plain = "@" in mail_from
+    except (ValueError, IndexError):
+        plain = False
+    if not plain:
+        raise ConfigError(
+            f"HUB_MAIL_FROM ({mail_from!r}) must be a bare address such as "
+            "surveys@example.com; the sender's name is a survey setting."
+        )
     if config.get("SMTP_SECURITY") not in {"none", "starttls", "ssl"}:
         raise ConfigError("HUB_SMTP_SECURITY must be one of: none, starttls, ssl.")
     scheme = str(config.get("REDIS_URL", "")).split(":", 1)[0]

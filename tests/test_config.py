@@ -75,3 +75,13 @@ def test_production_base_url_must_be_https_except_on_this_machine():
 def test_numbers_are_checked():
     with pytest.raises(ConfigError, match="HUB_SMTP_PORT must be a number"):
         load_config({"HUB_SMTP_PORT": "twenty-five"}, Path("/tmp/x"))
+
+
+@pytest.mark.parametrize("mail_from", ["Acme <surveys@acme.example>", "surveys", "a b@x.com"])
+def test_a_mail_from_that_is_not_a_bare_address_is_refused_at_start(mail_from):
+    config = load_config({"HUB_DEBUG": "1", "HUB_MAIL_FROM": mail_from}, Path("/tmp/x"))
+    with pytest.raises(ConfigError, match="must be a bare address"):
+        validate_config(config)
+    validate_config(
+        load_config({"HUB_DEBUG": "1", "HUB_MAIL_FROM": "s@acme.example"}, Path("/tmp/x"))
+    )

@@ -32,7 +32,7 @@ def upgrade():
         batch_op.add_column(sa.Column('ticket_updated_at', sa.DateTime(timezone=True), nullable=True))
     # Older hubs could leave two pending write-backs for one rating: keep the newest.
     op.execute(
-        "UPDATE write_backs SET state = 'done', last_error = 'merged into a newer write-back' "
+        "UPDATE write_backs SET state = 'superseded', last_error = 'Replaced by a newer write-back.' "
         "WHERE state = 'pending' AND id NOT IN "
         "(SELECT max(id) FROM write_backs WHERE state = 'pending' GROUP BY rating_id)"
     )
