@@ -78,7 +78,7 @@ def enqueue_once(
     """
     try:
         connection = redis_connection()
-        if not connection.set(f"surveyhub:enqueued:{marker}", 1, nx=True, ex=ttl):
+        if not connection.set(enqueued_key(marker), 1, nx=True, ex=ttl):
             return False
         get_queue(queue).enqueue(func, *args, **options)
         return True
@@ -87,10 +87,25 @@ def enqueue_once(
         return False
 
 
-def forget_enqueued(marker: str) -> None:
-    """Allow `marker`'s job to be enqueued again at once (it finished or will retry)."""
-    with contextlib.suppress(RedisError):
-        redis_connection().delete(f"surveyhub:enqueued:{marker}")
+def enqueued_key(marker: str) -> str:
+    """The Redis key that says `marker`'s job is queued or running."""
+    return f"surveyhub:enqueued:{marker}"
+
+
+def mark_enqueued(markers: Sequence[str], ttl: int, only_new: bool = True) -> list[bool]:
+    """Set many markers in one round trip; return which were set (with `only_new`,
+    those not set already). Raises `RedisError`."""
+    with redis_connection().pipeline(transaction=False) as pipe:
+        for marker in markers:
+            pipe.set(enqueued_key(marker), 1, nx=only_new, ex=ttl)
+        return [bool(result) for result in pipe.execute()]
+
+
+def forget_enqueued(*markers: str) -> None:
+    """Allow the markers' jobs to be enqueued again at once (they finished or will retry)."""
+    if markers:
+        with contextlib.suppress(RedisError):
+            redis_connection().delete(*(enqueued_key(marker) for marker in markers))
 
 
 class HubJob(Job):

@@ -298,8 +298,7 @@ def _record(survey: Survey, ticket: Ticket, reason: str | None) -> int | None:
         survey_id=survey.id,
         ticket_id=ticket.id,
         # The normal form; an invalid address is kept as given, for the deliveries log.
-        requester_email=(email_key(ticket.requester_email) if ticket.requester_email else None)
-        or None,
+        requester_email=email_key(ticket.requester_email or "") or None,
         requester_name=ticket.requester_name,
         locale=ticket.requester_locale,
         agent_ref=ticket.assignee_id,

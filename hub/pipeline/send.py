@@ -28,7 +28,7 @@ from hub.jobs import SENDS
 from hub.jobs import WRITE_BACKS
 from hub.jobs import forget_enqueued
 from hub.jobs import get_queue
-from hub.jobs import redis_connection
+from hub.jobs import mark_enqueued
 from hub.mail import Mailer
 from hub.mail import PermanentMailError
 from hub.mail import TemporaryMailError
@@ -77,11 +77,8 @@ def enqueue_sends(delivery_ids: Iterable[int]) -> int:
     if not ids:
         return 0
     try:
-        connection = redis_connection()
-        with connection.pipeline(transaction=False) as pipe:
-            for delivery_id in ids:
-                pipe.set(f"surveyhub:enqueued:send:{delivery_id}", 1, nx=True, ex=SEND_MARKER_TTL)
-            fresh = [i for i, new in zip(ids, pipe.execute(), strict=True) if new]
+        marked = mark_enqueued([f"send:{i}" for i in ids], SEND_MARKER_TTL)
+        fresh = [i for i, new in zip(ids, marked, strict=True) if new]
         queue = get_queue(SENDS)
         for start in range(0, len(fresh), SEND_BATCH):
             queue.enqueue(send_deliveries, fresh[start : start + SEND_BATCH], job_timeout=1800)
@@ -112,8 +109,7 @@ def send_deliveries(delivery_ids: list[int]) -> dict[int, str]:
     try:
         return _send_deliveries(delivery_ids, turn)
     finally:
-        for delivery_id in set(delivery_ids) - turn.handed_back:
-            forget_enqueued(f"send:{delivery_id}")
+        forget_enqueued(*(f"send:{i}" for i in delivery_ids if i not in turn.handed_back))
 
 
 def _send_deliveries(delivery_ids: list[int], turn: Turn) -> dict[int, str]:
@@ -154,22 +150,16 @@ class Turn:
 
     def __init__(self, delivery_ids: list[int], alive: float) -> None:
         self.in_worker = get_current_job() is not None
-        self.ids = list(delivery_ids)
+        self.markers = [f"send:{delivery_id}" for delivery_id in delivery_ids]
         self.alive = max(1, int(alive))
         self.done = 0
         self.handed_back: set[int] = set()
         self._renew()
 
     def _renew(self) -> None:
-        if not self.in_worker:
-            return
-        with (
-            contextlib.suppress(RedisError),
-            redis_connection().pipeline(transaction=False) as pipe,
-        ):
-            for delivery_id in self.ids[self.done :]:
-                pipe.set(f"surveyhub:enqueued:send:{delivery_id}", 1, ex=self.alive)
-            pipe.execute()
+        if self.in_worker:
+            with contextlib.suppress(RedisError):
+                mark_enqueued(self.markers, self.alive, only_new=False)
 
     def should_yield(self) -> bool:
         self.done += 1
@@ -181,14 +171,14 @@ class Turn:
         except RedisError:
             return False
 
-    @staticmethod
-    def hand_back(delivery_ids: list[int]) -> bool:
-        """Queue the rest of the batch again, first in line among the sends."""
+    def hand_back(self, delivery_ids: list[int]) -> None:
+        """Queue the rest of the batch again, first in line among the sends; their
+        markers stay, so the reconciler does not queue them a second time."""
         try:
             get_queue(SENDS).enqueue(send_deliveries, delivery_ids, job_timeout=1800, at_front=True)
         except RedisError:
-            return False  # the reconciler queues them again
-        return True
+            return  # the reconciler queues them again
+        self.handed_back.update(delivery_ids)
 
 
 class LazyMailer:

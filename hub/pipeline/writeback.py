@@ -63,10 +63,8 @@ def stage_write_back(rating: Rating, kind: str, now: datetime) -> WriteBack:
             update(WriteBack)
             .where(WriteBack.id == waiting.id, WriteBack.state == WriteBackState.PENDING.value)
             .values(**values)
-            .execution_options(synchronize_session=False)
         )
-        if touched.rowcount == 1:
-            db.session.refresh(waiting)
+        if touched.rowcount == 1:  # the session's copy was updated alongside
             return waiting
     write_back = WriteBack(
         rating_id=rating.id,

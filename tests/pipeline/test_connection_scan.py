@@ -314,3 +314,32 @@ def test_a_new_score_while_a_write_back_runs_gets_its_own_write_back(hub):
         assert run_write_back(pending[0].id) == "done"
     notes = hub.sandbox.state()["notes"][ticket]
     assert [n["body"].split(" from ")[0] for n in notes] == ["NPS 4/10 (detractor)"]
+
+
+def test_a_batch_handed_back_to_urgent_work_keeps_its_place_and_markers(
+    hub, redis_client, monkeypatch
+):
+    """Inside a worker, with a write-back waiting, a send job stops early: the rest goes
+    back to the front of the sends queue, still marked, so nothing queues it twice."""
+    import hub.pipeline.send as send
+    from hub.jobs import WRITE_BACKS
+    from hub.jobs import enqueued_key
+    from hub.jobs import get_queue
+
+    with hub.app.app_context():
+        scan_survey(hub.survey_id)
+        redis_client.flushdb()
+        pending = [
+            r.id for r in deliveries(hub.app, hub.survey_id).values() if r.state == "pending"
+        ]
+        monkeypatch.setattr(send, "YIELD_EVERY", 2)
+        monkeypatch.setattr(send, "get_current_job", lambda: object())  # as in a worker
+        get_queue(WRITE_BACKS).enqueue(print, "a waiting write-back")
+        states = send.send_deliveries(pending)
+        queued = get_queue(send.SENDS).jobs
+    sent = [i for i in pending if states[i] == "sent"]
+    rest = [i for i in pending if i not in sent]
+    assert len(sent) == 2 and len(rest) == len(pending) - 2
+    assert [job.args for job in queued] == [(rest,)]
+    assert all(redis_client.exists(enqueued_key(f"send:{i}")) for i in rest)
+    assert not any(redis_client.exists(enqueued_key(f"send:{i}")) for i in sent)
