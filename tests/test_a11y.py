@@ -193,3 +193,42 @@ def test_axe_would_notice_a_problem(live, axe_page):
     page.goto(f"{base}/healthz")
     page.set_content("<html lang='en'><body><main><button></button></main></body></html>")
     assert any(v.startswith("button-name") for v in serious_violations(page))
+
+
+SCREENSHOTS = Path(os.environ.get("HUB_SCREENSHOTS") or Path(__file__).parent / "screenshots")
+
+
+@pytest.mark.parametrize("width", [360, 1280])
+def test_pages_fit_a_phone_and_a_desktop(live, browser, width):
+    """Each page this hub shows customers and admins, at a phone's and a desktop's
+    width: nothing wider than the screen. Screenshots go to tests/screenshots/."""
+    app, base = live
+    _, token, unsubscribe = new_links(app)
+    context = browser.new_context(viewport={"width": width, "height": 800})
+    page = context.new_page()
+    page.add_init_script(HIDDEN_TAB)
+    SCREENSHOTS.mkdir(exist_ok=True)
+    shown = {}
+
+    def look(name: str) -> None:
+        shown[name] = page.evaluate("() => document.documentElement.scrollWidth")
+        page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
+
+    page.goto(f"{base}/r/{token}/9")
+    look("rating")
+    page.get_by_role("button").click()
+    page.wait_for_url(f"{base}/r/{token}/comment")
+    look("comment")
+    page.goto(f"{base}/r/{token}x/9")
+    look("link-invalid")
+    page.goto(f"{base}/u/{unsubscribe}")
+    look("unsubscribe")
+    page.goto(f"{base}/login")
+    for _ in range(11):  # the eleventh attempt is refused with the time to wait
+        page.fill("input[name=email]", "someone@example.com")
+        page.fill("input[name=password]", "a guess")
+        page.get_by_role("button", name="Sign in").click()
+    assert "Too many sign-in attempts" in page.content()
+    look("login-too-many")
+    context.close()
+    assert all(scroll <= width for scroll in shown.values()), shown
