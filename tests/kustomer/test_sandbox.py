@@ -159,3 +159,32 @@ def test_scan_survives_5xx_and_a_429_burst(sandbox):
     kustomer = sandbox.connector(sleep=lambda seconds: time.sleep(min(seconds, 1.5)))
     tickets = list(kustomer.scan(window(sandbox)))
     assert len(tickets) == len(sandbox.seeded.eligible) + len(sandbox.seeded.skipped)
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"queryContext": "conversation", "limit": 5}, "additional property 'limit'"),
+        (
+            {"queryContext": "conversation", "and": [{"conversation_status": {"is": "done"}}]},
+            "unknown operator 'is'",
+        ),
+        (
+            {
+                "queryContext": "conversation",
+                "and": [{"conversation_status": {"equals": "done"}}] * 21,
+            },
+            "more than 20 items",
+        ),
+        ({"and": []}, "required property 'queryContext'"),
+    ],
+)
+def test_the_sandbox_refuses_a_search_body_the_docs_refuse(sandbox, body, detail):
+    response = requests.post(
+        f"{sandbox.url}/v1/customers/search",
+        json=body,
+        headers={"Authorization": f"Bearer {sandbox.seeded.api_key}"},
+        timeout=5,
+    )
+    assert response.status_code == 400
+    assert detail in response.json()["errors"][0]["detail"]

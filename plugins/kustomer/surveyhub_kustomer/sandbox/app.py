@@ -43,6 +43,37 @@ SEARCHABLE = {
 }
 
 
+#: The search body's documented keys (`additionalProperties: false`) and operators.
+SEARCH_KEYS = {"queryContext", "and", "or", "not", "sort", "timeZone", "includeDeleted"}
+SEARCH_KEYS |= {"fields", "aggs", "searchHash"}
+OPERATORS = {"equals", "in", "not_set", "gte", "gt", "lte", "lt", "contains"}
+
+
+def search_body_problem(body: Any) -> str | None:
+    """Why a search body breaks the documented schema, or None (KUSTOMER-API.md §2)."""
+    if not isinstance(body, dict) or "queryContext" not in body:
+        return "should have required property 'queryContext'"
+    extra = [key for key in body if key not in SEARCH_KEYS]
+    if extra:
+        return f"should NOT have additional property '{extra[0]}'"
+    for group in ("and", "or", "not"):
+        criteria = body.get(group) or []
+        criteria = criteria if isinstance(criteria, list) else [criteria]
+        if len(criteria) > 20:
+            return f"{group} should NOT have more than 20 items"
+        for criterion in criteria:
+            if not isinstance(criterion, dict):
+                return f"{group} items should be objects"
+            for condition in criterion.values():
+                unknown = set(condition) - OPERATORS if isinstance(condition, dict) else {"?"}
+                if unknown:
+                    return f"unknown operator {sorted(unknown)[0]!r}"
+    sort = body.get("sort") or []
+    if isinstance(sort, list) and len(sort) > 5:
+        return "sort should NOT have more than 5 items"
+    return None
+
+
 def jsonapi_error(status: int, title: str, detail: str = "", **extra: Any):
     """Kustomer's JSON:API error shape."""
     body = {
@@ -266,6 +297,8 @@ def create_sandbox(org: Org, rate_limit: int = 1000, search_limit: int = 100) ->
         if denied := require("search"):
             return denied
         body = request.get_json(silent=True) or {}
+        if problem := search_body_problem(body):
+            return jsonapi_error(400, "Bad Request", problem, source={"pointer": "/"})
         if body.get("queryContext") != "conversation":
             return simple_error(400, "bad_request", "The sandbox searches conversations only")
         page = int(request.args.get("page", 1))
