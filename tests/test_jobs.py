@@ -139,7 +139,9 @@ def test_periodic_job_is_enqueued_once_per_interval_and_never_twice(sqlite_app, 
     assert redis_client.llen("rq:queue:sends") == 1
 
 
-def test_second_scheduler_process_waits_then_takes_over(sqlite_app, subprocess_env, redis_client):
+def test_second_scheduler_process_waits_then_takes_over(
+    sqlite_app, subprocess_env, redis_client, tmp_path
+):
     env = worker_env(subprocess_env, sqlite_app)
     env["HUB_SCHEDULER_TICK"] = "0.2"
     first = subprocess.Popen(
@@ -147,23 +149,28 @@ def test_second_scheduler_process_waits_then_takes_over(sqlite_app, subprocess_e
     )
     try:
         assert wait_for(lambda: redis_client.llen("rq:queue:control") >= 1)
-        second = subprocess.Popen(
-            ["surveyhub", "scheduler"], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE
-        )
+        second_log = tmp_path / "second.log"
+        with open(second_log, "w") as sink:
+            second = subprocess.Popen(
+                ["surveyhub", "scheduler"], env=env, stderr=sink, stdout=subprocess.DEVNULL
+            )
         try:
-            time.sleep(1.5)
+            # Waited for by what it says, not for a fixed time: start-up takes longer on
+            # a busy machine.
+            assert wait_for(
+                lambda: "Another scheduler is active" in second_log.read_text(), timeout=30
+            )
             first.send_signal(signal.SIGTERM)
             assert first.wait(timeout=20) == 0
-            assert wait_for(
-                lambda: redis_client.get("surveyhub:scheduler:leader") is not None, timeout=10
-            )
+            assert wait_for(lambda: "Took over" in second_log.read_text(), timeout=20)
+            assert redis_client.get("surveyhub:scheduler:leader") is not None
         finally:
             second.send_signal(signal.SIGTERM)
-            _, second_err = second.communicate(timeout=20)
+            second.wait(timeout=20)
     finally:
         if first.poll() is None:
             first.kill()
-    log = second_err.decode()
+    log = second_log.read_text()
     assert "Another scheduler is active; waiting to take over." in log
     assert "Took over as the active scheduler." in log
 
