@@ -120,6 +120,7 @@ class User(UserMixin, TimestampMixin, db.Model):
     connection_id: Mapped[int | None] = mapped_column(ForeignKey("connections.id"))
     helpdesk_user_id: Mapped[str | None] = mapped_column(String(100))
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    invited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Part of the session cookie's user id: raising it ends every session of the user
     # (sign-out, a new password, archiving), even cookies copied elsewhere.
     session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -233,6 +234,8 @@ class Delivery(TimestampMixin, db.Model):
     # The ticket's last activity as the scan or send-time re-check saw it (not counting
     # the hub's own writes): what another survey compares its delay with later.
     ticket_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the customer first opened the rating page (for the coverage funnel).
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     survey: Mapped[Survey] = relationship()
 
@@ -242,6 +245,7 @@ class Delivery(TimestampMixin, db.Model):
         Index("ix_deliveries_survey_sent_at", "survey_id", "sent_at"),
         Index("ix_deliveries_email_sent_at", "requester_email", "sent_at"),
         Index("ix_deliveries_state_updated_at", "state", "updated_at"),
+        Index("ix_deliveries_survey_created_at", "survey_id", "created_at"),
     )
 
 

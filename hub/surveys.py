@@ -41,25 +41,122 @@ class SurveySettingsSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    delay_hours = fields.Integer(validate=validate.Range(min=0, max=24 * 60))
-    channels = fields.List(fields.String(), validate=validate.Length(min=1))
-    resolved_statuses = fields.List(fields.String(), validate=validate.Length(min=1))
-    excluded_tags = fields.List(fields.String())
-    require_assignee = fields.Boolean()
-    skip_helpdesk_surveyed = fields.Boolean()
-    cooldown_days = fields.Integer(validate=validate.Range(min=0, max=3650))
-    reminder_days = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=60))
-    sender_name = fields.String(validate=[validate.Length(min=1, max=100), _ONE_LINE])
-    reply_to = fields.Email(allow_none=True)
-    subject = fields.String(allow_none=True, validate=[validate.Length(max=200), _ONE_LINE])
-    intro = fields.String(allow_none=True, validate=validate.Length(max=2000))
-    question = fields.String(allow_none=True, validate=validate.Length(max=500))
-    brand_color = fields.String(validate=validate.Regexp(r"^#[0-9a-fA-F]{6}$"))
-    company_name = fields.String(validate=[validate.Length(min=1, max=100), _ONE_LINE])
-    attribute_name = fields.String(validate=validate.Regexp(r"^[a-z][A-Za-z0-9]*Num$"))
-    add_note = fields.Boolean()
-    link_expiry_days = fields.Integer(validate=validate.Range(min=1, max=365))
-    language = fields.String(validate=validate.OneOf(["auto", *LANGUAGES]))
+    delay_hours = fields.Integer(
+        validate=validate.Range(min=0, max=24 * 60),
+        metadata={
+            "label": "Delay (hours)",
+            "help": "Hours without any ticket update after it is resolved before the survey "
+            "goes out. The hub's own notes do not count as updates.",
+        },
+    )
+    channels = fields.List(
+        fields.String(),
+        validate=validate.Length(min=1),
+        metadata={
+            "label": "Channels",
+            "help": "Survey tickets the customer opened through these channels "
+            "(comma-separated, e.g. email, chat).",
+        },
+    )
+    resolved_statuses = fields.List(
+        fields.String(),
+        validate=validate.Length(min=1),
+        metadata={
+            "label": "Resolved statuses",
+            "help": "Ticket statuses that count as resolved (Kustomer: done).",
+        },
+    )
+    excluded_tags = fields.List(
+        fields.String(),
+        metadata={
+            "label": "Excluded tags",
+            "help": "Tickets with any of these tag ids get no survey (comma-separated).",
+        },
+    )
+    require_assignee = fields.Boolean(metadata={"label": "Only tickets with a human assignee"})
+    skip_helpdesk_surveyed = fields.Boolean(
+        metadata={"label": "Skip tickets the helpdesk's own satisfaction survey asked about"}
+    )
+    cooldown_days = fields.Integer(
+        validate=validate.Range(min=0, max=3650),
+        metadata={
+            "label": "Cooldown (days)",
+            "help": "Do not survey the same email address again within this many days "
+            "(0: every ticket).",
+        },
+    )
+    reminder_days = fields.Integer(
+        allow_none=True,
+        validate=validate.Range(min=1, max=60),
+        metadata={
+            "label": "Reminder after (days)",
+            "help": "Send one reminder this many days after the survey if there is no "
+            "answer. Leave empty for no reminder.",
+        },
+    )
+    sender_name = fields.String(
+        validate=[validate.Length(min=1, max=100), _ONE_LINE],
+        metadata={"label": "Sender name"},
+    )
+    reply_to = fields.Email(allow_none=True, metadata={"label": "Reply-to address"})
+    subject = fields.String(
+        allow_none=True,
+        validate=[validate.Length(max=200), _ONE_LINE],
+        metadata={
+            "label": "Subject",
+            "help": "Empty: the default subject in the customer's language.",
+        },
+    )
+    intro = fields.String(
+        allow_none=True,
+        validate=validate.Length(max=2000),
+        metadata={
+            "label": "Intro text",
+            "widget": "textarea",
+            "help": "Empty: the default greeting. {company} is replaced by the company name.",
+        },
+    )
+    question = fields.String(
+        allow_none=True,
+        validate=validate.Length(max=500),
+        metadata={
+            "label": "Question",
+            "widget": "textarea",
+            "help": "Empty: the metric's default question. {company} is replaced by "
+            "the company name.",
+        },
+    )
+    brand_color = fields.String(
+        validate=validate.Regexp(r"^#[0-9a-fA-F]{6}$", error="Use a colour like #2f5bea."),
+        metadata={"label": "Brand colour", "widget": "color"},
+    )
+    company_name = fields.String(
+        validate=[validate.Length(min=1, max=100), _ONE_LINE],
+        metadata={"label": "Company name"},
+    )
+    attribute_name = fields.String(
+        validate=validate.Regexp(
+            r"^[a-z][A-Za-z0-9]*Num$",
+            error="Use letters and digits, starting lower-case and ending in Num "
+            "(e.g. surveyhubNpsScoreNum).",
+        ),
+        metadata={
+            "label": "Custom attribute",
+            "help": "The number attribute on the conversation that receives the score.",
+        },
+    )
+    add_note = fields.Boolean(metadata={"label": "Add a note with the rating to the ticket"})
+    link_expiry_days = fields.Integer(
+        validate=validate.Range(min=1, max=365),
+        metadata={"label": "Links expire after (days)"},
+    )
+    language = fields.String(
+        validate=validate.OneOf(["auto", *LANGUAGES]),
+        metadata={
+            "label": "Language",
+            "choices": {"auto": "The customer's language", "en": "English", "de": "German"},
+        },
+    )
 
 
 def defaults(metric: Metric, company_name: str = "our team") -> dict[str, Any]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from flask import Blueprint
 from flask import Flask
 from flask import render_template
 from flask_babel import get_locale
@@ -11,23 +14,40 @@ from hub.extensions import db
 from hub.extensions import login_manager
 from hub.models import User
 
+#: The vendored CSS framework (Pico CSS, MIT) and the hub's own stylesheet.
+STATIC_DIR = str(Path(__file__).resolve().parent.parent / "static")
+
 
 def register_web(app: Flask) -> None:
     """Mount the hub's blueprints, login handling and friendly error pages."""
     from hub.web.auth import bp as auth_bp
+    from hub.web.deliveries import bp as deliveries_bp
     from hub.web.health import bp as health_bp
     from hub.web.home import bp as home_bp
+    from hub.web.invitations import bp as invitations_bp
+    from hub.web.operations import bp as operations_bp
     from hub.web.outbox import bp as outbox_bp
     from hub.web.public import bp as public_bp
+    from hub.web.reports import bp as reports_bp
     from hub.web.security import init_security
+    from hub.web.setup import bp as setup_bp
 
     init_security(app)
+
+    app.register_blueprint(
+        Blueprint("assets", __name__, static_folder=STATIC_DIR, static_url_path="/static")
+    )
 
     app.register_blueprint(health_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(home_bp)
     app.register_blueprint(public_bp)
     app.register_blueprint(outbox_bp)
+    app.register_blueprint(setup_bp)
+    app.register_blueprint(invitations_bp)
+    app.register_blueprint(reports_bp)
+    app.register_blueprint(deliveries_bp)
+    app.register_blueprint(operations_bp)
 
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to continue."
@@ -39,6 +59,7 @@ def register_web(app: Flask) -> None:
         return {
             "config_metrics": lambda: list(registry.metrics.values()),
             "current_locale": lambda: str(get_locale()),
+            "has_endpoint": lambda endpoint: endpoint in app.view_functions,
         }
 
     @login_manager.user_loader
@@ -51,6 +72,10 @@ def register_web(app: Flask) -> None:
         if user is None or user.session_version != int(version):
             return None
         return user
+
+    @app.errorhandler(403)
+    def forbidden(error):
+        return render_template("errors/403.html"), 403
 
     @app.errorhandler(404)
     def not_found(error):

@@ -12,6 +12,7 @@ from flask import render_template
 from flask import request
 from flask import url_for
 from marshmallow import ValidationError
+from sqlalchemy import update
 
 from hub.contracts import Metric
 from hub.extensions import csrf
@@ -102,6 +103,21 @@ def _load(token: str) -> tuple[Delivery, Metric, dict]:
     return delivery, metric, settings
 
 
+def _opened(delivery: Delivery) -> None:
+    """Note the first time the rating page was opened (the funnel's "opened" step).
+
+    A mail scanner's prefetch counts too, as any email "open" does; a rating always
+    counts as opened, so the funnel never narrows backwards.
+    """
+    if delivery.opened_at is None:
+        db.session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery.id, Delivery.opened_at.is_(None))
+            .values(opened_at=utcnow())
+        )
+        db.session.commit()
+
+
 def _point(metric: Metric, delivery: Delivery, score: int):
     scale = delivery.survey.scale
     if not metric.check(score, scale):
@@ -114,6 +130,7 @@ def rate(token: str, score: int):
     """Confirm a score. A GET records nothing: mail scanners prefetch links."""
     delivery, metric, settings = _load(token)
     point = _point(metric, delivery, score)
+    _opened(delivery)
     return render_template(
         "public/rate.html", point=point, metric=metric, scale=delivery.survey.scale
     )
@@ -124,6 +141,7 @@ def record(token: str, score: int):
     """Record the score (the rating page submits this itself), then ask for a comment."""
     delivery, metric, settings = _load(token)
     _point(metric, delivery, score)
+    _opened(delivery)
     try:
         record_score(
             delivery, score, delivery.survey.scale, automatic=request.form.get("auto") == "1"
@@ -140,6 +158,7 @@ def comment(token: str):
     delivery, metric, settings = _load(token)
     rating = rating_for(delivery)
     if rating is None:
+        _opened(delivery)
         return render_template(
             "public/choose.html",
             token=token,
