@@ -8,7 +8,7 @@ SOURCES := pyproject.toml plugins/metrics/pyproject.toml plugins/kustomer/pyproj
 
 AXE := tests/a11y/node_modules/axe-core/axe.min.js
 
-.PHONY: run test format translations clean
+.PHONY: run test format translations screenshots clean
 
 run: $(VENV)/.installed
 	$(BIN)/surveyhub run
@@ -42,6 +42,11 @@ $(AXE): tests/a11y/package.json tests/a11y/package-lock.json
 	@if command -v npm >/dev/null; then \
 		npm ci --prefix tests/a11y --no-audit --no-fund --loglevel=error && touch $@; \
 	else echo "npm not found: the accessibility tests will be skipped"; fi
+
+# The README's screenshots (docs/screenshots/): the browser test of the set-up steps writes
+# every page it passes (needs Chromium, PostgreSQL and Redis, as `make test` does).
+screenshots: $(VENV)/.installed-test $(AXE)
+	HUB_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/web/test_browser_setup.py tests/test_a11y.py -k "browser or phone or desktop"
 
 # Re-extract the messages and merge them into every catalog, then compile (see docs/translating.md).
 translations: $(VENV)/.installed-test

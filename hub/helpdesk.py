@@ -164,6 +164,12 @@ class Helpdesk:
     key: ClassVar[str]
     title: ClassVar[str]
     settings_schema: ClassVar[type[Schema]]
+    #: Paragraphs shown above the connect form: where the key is made, which roles it
+    #: needs (plain text; one paragraph per line).
+    help: ClassVar[str] = ""
+    #: The app directory tile's logo as a `data:image/svg+xml,…` or `data:image/png;base64,…`
+    #: URI (None: the title's initial).
+    logo: ClassVar[str | None] = None
 
     def __init__(
         self,

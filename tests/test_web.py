@@ -71,6 +71,12 @@ def test_pages_need_sign_in(client):
     assert "/login" in response.headers["Location"]
 
 
+def test_sign_in_page_says_how_to_make_the_first_admin(app, client):
+    assert "surveyhub admin-link" in client.get("/login").text
+    add_user(app, role=Role.ADMIN.value, status=UserStatus.ACTIVE.value)
+    assert "surveyhub admin-link" not in client.get("/login").text
+
+
 def test_sign_in_and_out(app, client):
     add_user(app, role=Role.ADMIN.value, status=UserStatus.ACTIVE.value)
     page = client.get("/login").text
@@ -85,7 +91,7 @@ def test_sign_in_and_out(app, client):
     assert response.status_code == 302
     home = client.get("/")
     assert home.status_code == 200
-    assert "NPS" in home.text and "Kustomer" in home.text
+    assert "Start NPS" in home.text and "/metrics/nps" in home.text
     client.post("/logout", data={"csrf_token": csrf_token(home.text)})
     assert client.get("/").status_code == 302
 

@@ -62,6 +62,11 @@ def register_web(app: Flask) -> None:
             "has_endpoint": lambda endpoint: endpoint in app.view_functions,
         }
 
+    @app.template_filter("when")
+    def when(moment) -> str:
+        """A stored time as the pages show it (UTC), or "never"."""
+        return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "never"
+
     @login_manager.user_loader
     def load_user(user_id: str) -> User | None:
         # "<id>:<session version>": a cookie from before a sign-out no longer matches.

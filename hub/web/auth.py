@@ -151,7 +151,7 @@ def login():
         with limiter.limit(LOGIN_LIMIT, key_func=get_remote_address, scope="login-client"):  # noqa: SIM117
             with limiter.limit(LOGIN_LIMIT, key_func=_login_email, scope="login-email"):
                 return _sign_in(form)
-    return render_template("auth/login.html", form=form)
+    return render_template("auth/login.html", form=form, no_admin=not admin_exists())
 
 
 def _sign_in(form: LoginForm):

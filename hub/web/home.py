@@ -1,16 +1,20 @@
-"""The signed-in home page: what is installed and what is configured."""
+"""The signed-in start page: the admin's overview, or the agent's own ratings."""
 
 from __future__ import annotations
 
 from flask import Blueprint
 from flask import current_app
+from flask import redirect
 from flask import render_template
+from flask import url_for
+from flask_login import current_user
 from flask_login import login_required
 from sqlalchemy import func
 from sqlalchemy import select
 
 from hub.extensions import db
 from hub.models import Connection
+from hub.models import Rating
 from hub.models import Survey
 
 bp = Blueprint("home", __name__)
@@ -19,14 +23,21 @@ bp = Blueprint("home", __name__)
 @bp.get("/")
 @login_required
 def index():
-    """Metrics and helpdesks the installed plugins offer, and the surveys set up so far."""
+    """Admins: every survey with its state and responses, and where to start. Agents:
+    their own ratings."""
+    if not current_user.is_admin:
+        return redirect(url_for("reports.mine"))
     registry = current_app.extensions["hub"].registry
-    surveys = db.session.execute(select(Survey).order_by(Survey.id)).scalars().all()
+    surveys = db.session.execute(select(Survey).order_by(Survey.metric, Survey.id)).scalars().all()
+    responses = dict(
+        db.session.execute(select(Rating.survey_id, func.count()).group_by(Rating.survey_id)).all()
+    )
     connections = db.session.execute(select(func.count()).select_from(Connection)).scalar_one()
     return render_template(
         "home.html",
-        metrics=registry.metrics.values(),
-        helpdesks=registry.helpdesks.values(),
+        metrics=list(registry.metrics.values()),
+        helpdesks=registry.helpdesks,
         surveys=surveys,
+        responses=responses,
         connection_count=connections,
     )

@@ -10,6 +10,7 @@ from hub.extensions import db
 from hub.models import Role
 from hub.models import User
 from hub.models import UserStatus
+from tests.kustomer.conftest import sandbox  # noqa: F401  (a fixture for tests/web)
 
 
 def add_person(app, email: str, role: str = Role.AGENT.value, helpdesk_user_id=None) -> int:

@@ -64,9 +64,21 @@ class KustomerSettings(Schema):
 
     url = fields.String(
         required=True,
-        metadata={"label": "Kustomer URL", "placeholder": "https://acme.kustomerapp.com"},
+        metadata={
+            "label": "Kustomer URL",
+            "placeholder": "https://acme.kustomerapp.com",
+            "help": "The address you sign in to Kustomer at (EU accounts: "
+            "https://acme.kustomerapp.eu).",
+        },
     )
-    api_key = fields.String(required=True, metadata={"label": "API key", "secret": True})
+    api_key = fields.String(
+        required=True,
+        metadata={
+            "label": "API key",
+            "secret": True,
+            "help": "Stored encrypted; never shown again.",
+        },
+    )
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -127,6 +139,19 @@ class Kustomer(Helpdesk):
     key = "kustomer"
     title = "Kustomer"
     settings_schema = KustomerSettings
+    help = (
+        "Create the API key in Kustomer under Settings > Security > API Keys > Add API Key.\n"
+        "Give it these roles: "
+        + ", ".join(ROLES[need][0] for need in REQUIRED)
+        + " (or the broad legacy roles org.user and org.admin).\n"
+        'Set its expiration to "No expiration": surveys stop when the key expires.'
+    )
+    logo = (
+        "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 56 56'%3E"
+        "%3Crect width='56' height='56' rx='12' fill='%231d2433'/%3E%3Ctext x='28' y='38' "
+        "font-family='Arial,sans-serif' font-size='28' font-weight='700' fill='%23ffffff' "
+        "text-anchor='middle'%3EK%3C/text%3E%3C/svg%3E"
+    )
     page_size = PAGE_SIZE
 
     def __init__(

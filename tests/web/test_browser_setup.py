@@ -1,0 +1,279 @@
+"""The seed's steps in a real browser, from an empty hub to a customer's rating on the
+report: Debian Chromium driven by Playwright, only visible labels, against the Kustomer
+sandbox over HTTP, a real SMTP server, PostgreSQL, Redis and an RQ worker process. Every
+page on the way is checked with axe-core and photographed at 1280 px (and the wizard at
+360 px) into tests/screenshots/."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+
+import pytest
+from flask_migrate import upgrade
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from hub.app import create_app
+from hub.extensions import db
+from hub.models import Connection
+from hub.models import Delivery
+from hub.models import Rating
+from hub.models import Survey
+from hub.models import User
+from hub.web.auth import first_admin_url
+from tests.conftest import free_port
+from tests.conftest import make_config
+from tests.conftest import redis_url
+from tests.test_a11y import SCREENSHOTS
+from tests.test_a11y import browser  # noqa: F401  (a fixture)
+from tests.test_a11y import serious_violations
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "a long admin password"
+
+
+@pytest.fixture
+def hub(postgres_schema_url, sandbox, smtp_server, redis_client, subprocess_env, tmp_path):
+    """An empty hub served over HTTP, and the environment for its worker process."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = {
+        "HUB_ALLOWED_HELPDESK_URLS": [sandbox.url],
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": smtp_server.port,
+        "HUB_BASE_URL": base,
+    }
+    app = create_app(make_config(tmp_path, postgres_schema_url, **settings))
+    with app.app_context():
+        upgrade()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = dict(
+        subprocess_env,
+        DATABASE_URL=postgres_schema_url,
+        REDIS_URL=redis_url(),
+        HUB_BASE_URL=base,
+        HUB_ALLOWED_HELPDESK_URLS=sandbox.url,
+        HUB_SMTP_HOST="127.0.0.1",
+        HUB_SMTP_PORT=str(smtp_server.port),
+        HUB_WRITEBACK_GRACE="0",
+    )
+    yield app, base, env
+    server.shutdown()
+
+
+def run_worker(env, tmp_path) -> None:
+    """One `surveyhub worker --burst`: the scan, then the sends it enqueues."""
+    log = tmp_path / "worker.log"
+    with open(log, "w") as out:
+        done = subprocess.run(
+            ["surveyhub", "worker", "--burst"], env=env, stdout=out, stderr=subprocess.STDOUT,
+            timeout=180,
+        )  # fmt: skip
+    assert done.returncode == 0, log.read_text()[-3000:]
+
+
+class Visit:
+    """Checks each page the test passes: axe-core, a screenshot, nothing too wide."""
+
+    def __init__(self, page, width: int) -> None:
+        self.page = page
+        self.width = width
+        self.problems: dict[str, list[str]] = {}
+        SCREENSHOTS.mkdir(exist_ok=True)
+
+    def check(self, name: str) -> None:
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}-{self.width}.png"), full_page=True)
+        found = serious_violations(self.page)
+        scroll = self.page.evaluate("() => document.documentElement.scrollWidth")
+        if scroll > self.width:
+            found.append(f"{scroll} px wide on a {self.width} px screen")
+        if found:
+            self.problems[name] = found
+
+
+def link_in(message, pattern: str) -> str:
+    body = message.get_body(("plain",)) if message.is_multipart() else message
+    return re.search(pattern, body.get_content()).group(0)
+
+
+def test_the_seed_steps_in_a_browser(hub, sandbox, smtp_server, browser, tmp_path):  # noqa: F811
+    app, base, env = hub
+    with app.app_context(), app.test_request_context():
+        setup_link = first_admin_url(app, base)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    page = context.new_page()
+    visit = Visit(page, 1280)
+
+    # The first admin, from the link `surveyhub run` prints.
+    page.goto(setup_link)
+    page.get_by_label("Your name").fill("Ann Admin")
+    page.get_by_label("Email").fill("ann@example.com")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Repeat password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    visit.check("overview")
+
+    # 1. NPS in the left menu, Start NPS.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="NPS").click()
+    visit.check("metric-nps")
+    page.get_by_role("button", name="Start NPS").click()
+    # 2. Distribution: Trigger.
+    page.get_by_label("Survey name").fill("Support NPS")
+    page.get_by_label("Trigger").check()
+    visit.check("wizard-distribution")
+    page.get_by_role("button", name="Continue").click()
+    # 3. The app directory: the Kustomer tile.
+    visit.check("wizard-apps")
+    page.get_by_role("link", name="Kustomer").click()
+    # 4. Kustomer URL and API key; a wrong key first, explained under its field.
+    page.get_by_label("Kustomer URL").fill(sandbox.url)
+    page.get_by_label("API key").fill("a-wrong-key")
+    page.get_by_role("button", name="Connect").click()
+    error = page.locator("#f-api_key-error")
+    assert "Kustomer" in error.inner_text()
+    assert page.get_by_label("API key").input_value() == ""  # never filled back
+    visit.check("wizard-connect-error")
+    with app.app_context():
+        assert db.session.execute(select(Connection)).first() is None
+    page.get_by_label("API key").fill(sandbox.seeded.api_key)
+    page.get_by_role("button", name="Connect").click()
+    # 5. Agents: Alex's checkbox, Continue (an invitation email goes out).
+    visit.check("wizard-agents")
+    page.get_by_label("Alex Agent").check()
+    page.get_by_role("button", name="Continue").click()
+    # 6-7. Trigger settings: Save settings, then Activate (with a look-back, so the
+    # sandbox's tickets resolved two days ago count).
+    visit.check("wizard-settings")
+    page.get_by_label("Company name").fill("Acme")
+    page.get_by_role("button", name="Save settings").click()
+    assert "Settings saved." in page.content()
+    assert page.locator(".badge", has_text="Inactive").count() == 1
+    page.get_by_label("Also survey tickets resolved in the last").fill("3")
+    page.get_by_role("button", name="Activate").click()
+    assert page.locator(".badge", has_text="Active").count() == 1
+    visit.check("survey-active")
+
+    with app.app_context():
+        survey = db.session.execute(select(Survey)).scalar_one()
+        survey_id = survey.id
+        alex = db.session.execute(select(User).where(User.email == "alex@acme.example"))
+        alex_ref = alex.scalar_one().helpdesk_user_id
+    run_worker(env, tmp_path)
+
+    # The customer clicks 9 in the email they received, and leaves a comment.
+    surveys = {m["To"].addresses[0].addr_spec: m for m in smtp_server.handler.messages}
+    first = sandbox.seeded.eligible[0]
+    with app.app_context():
+        delivery = db.session.execute(
+            select(Delivery).where(Delivery.ticket_id == first)
+        ).scalar_one()
+        address = delivery.requester_email
+    score_link = link_in(surveys[address], r"http://\S+/r/\S+/9(?=\s)")
+    customer = browser.new_context()  # the hub's CSP enforced, as for customers
+    rating_page = customer.new_page()
+    rating_page.goto(score_link)
+    rating_page.get_by_label("Anything you would like to add?").fill("Fast and friendly")
+    rating_page.get_by_role("button", name="Send comment").click()
+    rating_page.wait_for_url(re.compile(r".*/thanks$"))
+    customer.close()
+
+    # Another agent's rating, which Alex must never see.
+    with app.app_context():
+        other = Delivery(
+            survey_id=survey_id, ticket_id="other-ticket", requester_email="x@example.com",
+            agent_ref="someone-else", state="sent",
+        )  # fmt: skip
+        db.session.add(other)
+        db.session.flush()
+        db.session.add(
+            Rating(
+                delivery_id=other.id, survey_id=survey_id, agent_ref="someone-else",
+                value=2, scale=11, comment="Not for Alex to read",
+            )
+        )  # fmt: skip
+        db.session.commit()
+
+    # The rating shows on the report, in the funnel and in the deliveries log.
+    page.goto(f"{base}/surveys/{survey_id}/report?from=2000-01-01")
+    assert "Fast and friendly" in page.content()
+    visit.check("report")
+    page.goto(f"{base}/surveys/{survey_id}/funnel?from=2000-01-01")
+    funnel = page.content()
+    assert "started by an agent" in funnel and "Commented" in funnel
+    visit.check("funnel")
+    page.goto(f"{base}/deliveries?survey={survey_id}")
+    assert page.get_by_text("Fast and friendly").count() >= 1
+    assert page.get_by_text(address).count() >= 1
+    visit.check("deliveries")
+    page.goto(f"{base}/operations")
+    visit.check("operations")
+    page.goto(f"{base}/plugins")
+    visit.check("plugins")
+    page.goto(f"{base}/agents")
+    visit.check("agents")
+    page.get_by_role("button", name="Sign out").click()
+
+    # The invited agent sets a password from the emailed link and signs in.
+    invitation = next(m for m in smtp_server.handler.messages if "invite" in m["Message-ID"])
+    page.goto(link_in(invitation, r"http://\S+/invite/\S+"))
+    visit.check("invite")
+    page.get_by_label("Password", exact=True).fill("alex's own password")
+    page.get_by_label("Repeat password").fill("alex's own password")
+    page.get_by_role("button", name="Set password").click()
+    page.get_by_label("Email").fill("alex@acme.example")
+    page.get_by_label("Password").fill("alex's own password")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r".*/me(\?.*)?$"))
+    mine = page.content()
+    assert "Fast and friendly" in mine and "Not for Alex to read" not in mine
+    visit.check("agent-dashboard")
+    page.goto(f"{base}/deliveries?agent=someone-else")
+    assert "Not for Alex to read" not in page.content()
+    assert "x@example.com" not in page.content()
+    visit.check("agent-deliveries")
+    for path in (
+        "/metrics/nps", "/agents", f"/surveys/{survey_id}", f"/surveys/{survey_id}/report",
+        f"/surveys/{survey_id}/funnel", "/operations", "/plugins", "/connections/1/agents",
+        "/metrics/nps/new/connect/kustomer", f"/surveys/{survey_id}/ratings.csv",
+    ):  # fmt: skip
+        assert page.goto(f"{base}{path}").status in (403, 404), path
+    assert alex_ref
+    context.close()
+    assert not visit.problems, visit.problems
+
+
+def test_the_wizard_fits_a_phone(hub, sandbox, browser):  # noqa: F811
+    """The set-up steps at 360 px: nothing wider than the screen, nothing axe finds."""
+    app, base, _ = hub
+    with app.app_context(), app.test_request_context():
+        setup_link = first_admin_url(app, base)
+    context = browser.new_context(viewport={"width": 360, "height": 800}, bypass_csp=True)
+    page = context.new_page()
+    visit = Visit(page, 360)
+    page.goto(setup_link)
+    page.get_by_label("Your name").fill("Ann Admin")
+    page.get_by_label("Email").fill("ann@example.com")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Repeat password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    visit.check("overview")
+    page.goto(f"{base}/metrics/nps")
+    visit.check("metric-nps")
+    page.get_by_role("button", name="Start NPS").click()
+    visit.check("wizard-distribution")
+    page.get_by_role("button", name="Continue").click()
+    visit.check("wizard-apps")
+    page.get_by_role("link", name="Kustomer").click()
+    visit.check("wizard-connect")
+    page.get_by_label("Kustomer URL").fill(sandbox.url)
+    page.get_by_label("API key").fill(sandbox.seeded.api_key)
+    page.get_by_role("button", name="Connect").click()
+    visit.check("wizard-agents")
+    page.get_by_role("button", name="Continue").click()
+    visit.check("wizard-settings")
+    context.close()
+    assert not visit.problems, visit.problems
