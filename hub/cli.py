@@ -239,6 +239,8 @@ def rotate_secrets() -> None:
     """Re-encrypt stored helpdesk secrets under the current HUB_SECRET_KEY."""
     from flask import current_app
 
+    from flask_babel import ngettext
+
     from hub.extensions import db
     from hub.models import Connection
 
@@ -251,7 +253,13 @@ def rotate_secrets() -> None:
         connection.secrets_encrypted = vault.rotate(connection.secrets_encrypted)
         count += 1
     db.session.commit()
-    click.echo(f"Re-encrypted the secrets of {count} connection(s).")
+    click.echo(
+        ngettext(
+            "Re-encrypted the secrets of %(num)d connection.",
+            "Re-encrypted the secrets of %(num)d connections.",
+            count,
+        )
+    )
 
 
 def _registry() -> Registry:

@@ -42,7 +42,7 @@ def test_rotate_secrets_re_encrypts_under_the_new_key(app, runner):
     app.extensions["hub"].vault = Vault(new_key, [old_key])
     result = runner.invoke(cli, ["rotate-secrets"])
     assert result.exit_code == 0, result.output
-    assert "Re-encrypted the secrets of 1 connection(s)." in result.output
+    assert "Re-encrypted the secrets of 1 connection." in result.output
     with app.app_context():
         after = db.session.get(Connection, connection.id).secrets_encrypted
     assert after != before

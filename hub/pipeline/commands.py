@@ -243,10 +243,19 @@ def add_commands(cli: click.Group) -> None:
     @with_appcontext
     def deactivate(survey_id: int) -> None:
         """Stop scanning and cancel deliveries not sent yet."""
+        from flask_babel import ngettext
+
         from hub.pipeline.activation import deactivate as deactivate_survey
 
         cancelled = deactivate_survey(_survey(survey_id))
-        click.echo(f"Survey {survey_id} is inactive; {cancelled} unsent delivery(ies) cancelled.")
+        click.echo(
+            f"Survey {survey_id} is inactive; "
+            + ngettext(
+                "%(num)d unsent delivery cancelled.",
+                "%(num)d unsent deliveries cancelled.",
+                cancelled,
+            )
+        )
 
     @cli.command()
     @click.argument("survey_id", type=int)
