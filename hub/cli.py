@@ -238,7 +238,6 @@ def admin_link() -> None:
 def rotate_secrets() -> None:
     """Re-encrypt stored helpdesk secrets under the current HUB_SECRET_KEY."""
     from flask import current_app
-
     from flask_babel import ngettext
 
     from hub.extensions import db

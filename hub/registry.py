@@ -116,6 +116,11 @@ class Registry:
                 )
         self._pm.check_pending()
 
+    def registrations(self, hook_name: str) -> list[tuple[str, Any]]:
+        """What each plugin registers through a `register_*` hook, as (plugin name, item)
+        pairs in registration order (the Plugins page shows them)."""
+        return self._collect(hook_name)
+
     def _collect(self, hook_name: str, *args: Any) -> list[tuple[str, Any]]:
         """Call a `register_*` hook and return (plugin name, item) pairs."""
         caller = getattr(self._pm.hook, hook_name)

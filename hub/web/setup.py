@@ -42,6 +42,7 @@ from hub.models import Role
 from hub.models import Survey
 from hub.models import User
 from hub.models import UserStatus
+from hub.operations import check_message
 from hub.pipeline.activation import ActivationFailed
 from hub.pipeline.activation import activate as activate_survey
 from hub.pipeline.activation import deactivate as deactivate_survey
@@ -280,7 +281,7 @@ def _verified_connection(
         name=check.account,
         settings=public,
         status=ConnectionStatus.CONNECTED.value,
-        status_message=" ".join(check.warnings),
+        status_message=check_message(check),
     )
     connection.set_secrets(secrets)
     db.session.add(connection)
