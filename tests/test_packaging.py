@@ -133,6 +133,9 @@ def test_wheel_ships_templates_and_migrations_and_works_installed(subprocess_env
         "hub/migrations/versions/0001_initial_schema.py",
         "hub/translations/de/LC_MESSAGES/messages.mo",
         "hub/templates/email/survey.html",
+        "hub/static/hub.css",
+        "hub/static/pico/pico.min.css",
+        "hub/static/pico/LICENSE.md",
     ):
         assert expected in names
 
@@ -147,6 +150,7 @@ def test_wheel_ships_templates_and_migrations_and_works_installed(subprocess_env
         "with app.app_context():\n"
         "    flask_migrate.upgrade()\n"
         "    print(sorted(inspect(db.engine).get_table_names()))\n"
+        "    print(app.test_client().get('/static/pico/pico.min.css').status_code)\n"
         "    print(app.test_client().get('/login').status_code)\n"
     )
     result = run(
@@ -154,7 +158,7 @@ def test_wheel_ships_templates_and_migrations_and_works_installed(subprocess_env
     )
     assert result.returncode == 0, result.stderr
     assert "'deliveries'" in result.stdout and "'write_backs'" in result.stdout
-    assert result.stdout.strip().endswith("200")
+    assert result.stdout.strip().endswith("200\n200")
 
 
 def test_every_hub_package_is_in_the_wheels_package_list():

@@ -121,6 +121,8 @@ def test_the_production_block_runs_as_written(tmp_path, postgres_schema_url, red
             )
             assert created.status_code == 302, created.text[:500]
             assert browser.get(f"{base}/", timeout=10).status_code == 200
+            style = browser.get(f"{base}/static/pico/pico.min.css", timeout=10)
+            assert style.status_code == 200 and "Pico CSS" in style.text[:200]
         ready = requests.get(f"{base}/readyz", timeout=10)
         assert ready.status_code == 200 and ready.json()["status"] == "ok"
         for _ in range(60):  # the worker ran the scheduler's heartbeat
