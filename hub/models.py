@@ -246,6 +246,7 @@ class Delivery(TimestampMixin, db.Model):
         Index("ix_deliveries_email_sent_at", "requester_email", "sent_at"),
         Index("ix_deliveries_state_updated_at", "state", "updated_at"),
         Index("ix_deliveries_survey_created_at", "survey_id", "created_at"),
+        Index("ix_deliveries_agent_ref_id", "agent_ref", "id"),
     )
 
 

@@ -28,5 +28,6 @@ def own_agent_ref() -> str | None:
     """The helpdesk user id whose ratings the signed-in person may see (None: all)."""
     if current_user.is_admin:
         return None
-    # An agent without a helpdesk id sees nothing rather than everything.
-    return current_user.helpdesk_user_id or "\x00none"
+    # An agent without a helpdesk id sees nothing rather than everything (no helpdesk
+    # id looks like this; and no NUL, which PostgreSQL refuses in a query).
+    return current_user.helpdesk_user_id or "(no helpdesk id)"

@@ -20,6 +20,7 @@ def upgrade():
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.add_column(sa.Column('opened_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index('ix_deliveries_survey_created_at', ['survey_id', 'created_at'])
+        batch_op.create_index('ix_deliveries_agent_ref_id', ['agent_ref', 'id'])
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.add_column(sa.Column('invited_at', sa.DateTime(timezone=True), nullable=True))
 
@@ -28,5 +29,6 @@ def downgrade():
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.drop_column('invited_at')
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
+        batch_op.drop_index('ix_deliveries_agent_ref_id')
         batch_op.drop_index('ix_deliveries_survey_created_at')
         batch_op.drop_column('opened_at')
