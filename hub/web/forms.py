@@ -29,6 +29,8 @@ class FieldView:
     help: str = ""
     placeholder: str = ""
     required: bool = False
+    #: May be left empty (marked "optional" beside the label).
+    optional: bool = False
     errors: list[str] = dataclass_field(default_factory=list)
     choices: list[tuple[str, str]] = dataclass_field(default_factory=list)
 
@@ -95,6 +97,7 @@ def field_views(
                 help=field.metadata.get("help", ""),
                 placeholder=field.metadata.get("placeholder", ""),
                 required=field.required,
+                optional=bool(field.allow_none) and not field.required,
                 errors=_messages(errors[name]) if name in errors else [],
                 choices=_choices(field),
             )

@@ -198,13 +198,20 @@ def _helpdesk_class(key: str) -> type[Helpdesk]:
     return connector
 
 
+def _company(account: str) -> str:
+    """A first guess at the company name from the helpdesk account ("acme.kustomerapp.com"
+    gives "Acme"); the admin sets the real one in the trigger settings."""
+    label = account.split(".")[0].split(":")[0]
+    return label.capitalize() if label.isalpha() else "our team"
+
+
 def _new_survey(metric: Metric, draft: dict[str, Any], connection: Connection) -> Survey:
     survey = Survey(
         connection=connection,
         metric=metric.key,
         scale=int(draft["scale"]),
         name=draft["name"],
-        settings={"company_name": connection.name.split(".")[0].capitalize() or "our team"},
+        settings={"company_name": _company(connection.name)},
     )
     db.session.add(survey)
     return survey

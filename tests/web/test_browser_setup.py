@@ -146,13 +146,13 @@ def test_the_seed_steps_in_a_browser(hub, sandbox, smtp_server, browser, tmp_pat
     page.get_by_label("Alex Agent").check()
     page.get_by_role("button", name="Continue").click()
     # 6-7. Trigger settings: Save settings, then Activate (with a look-back, so the
-    # sandbox's tickets resolved two days ago count).
+    # sandbox's tickets resolved two and three days ago count).
     visit.check("wizard-settings")
     page.get_by_label("Company name").fill("Acme")
     page.get_by_role("button", name="Save settings").click()
     assert "Settings saved." in page.content()
     assert page.locator(".badge", has_text="Inactive").count() == 1
-    page.get_by_label("Also survey tickets resolved in the last").fill("3")
+    page.get_by_label("Also survey tickets resolved in the last").fill("7")
     page.get_by_role("button", name="Activate").click()
     assert page.locator(".badge", has_text="Active").count() == 1
     visit.check("survey-active")
@@ -202,8 +202,17 @@ def test_the_seed_steps_in_a_browser(hub, sandbox, smtp_server, browser, tmp_pat
     assert "Fast and friendly" in page.content()
     visit.check("report")
     page.goto(f"{base}/surveys/{survey_id}/funnel?from=2000-01-01")
-    funnel = page.content()
-    assert "started by an agent" in funnel and "Commented" in funnel
+    seeded = sandbox.seeded
+    seen = len(seeded.eligible) + len(seeded.skipped) + 1  # and Bea's ticket above
+    # Each count is a link to its tickets, named by what it counts.
+    for name in (
+        f"{seen} seen tickets",
+        "2 rated tickets",  # the customer's and Bea's
+        "2 commented tickets",
+        "2 tickets skipped: started by an agent",
+        "1 tickets skipped: wrong channel",
+    ):
+        assert page.get_by_role("link", name=name, exact=True).count() == 1, name
     visit.check("funnel")
     page.goto(f"{base}/deliveries?survey={survey_id}")
     assert page.get_by_text("Fast and friendly").count() >= 1
