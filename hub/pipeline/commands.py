@@ -260,7 +260,9 @@ def add_commands(cli: click.Group) -> None:
     @cli.command()
     @click.argument("survey_id", type=int)
     @click.option("--dry-run", is_flag=True, help="Only show what would be decided.")
-    @click.option("--lookback-days", default=0, type=int, help="With --dry-run before activation.")
+    @click.option(
+        "--lookback-days", default=0, type=int, help="With --dry-run: tickets resolved in N days."
+    )
     @with_appcontext
     def scan(survey_id: int, dry_run: bool, lookback_days: int) -> None:
         """Scan the helpdesk now (with --dry-run: list each ticket's decision)."""

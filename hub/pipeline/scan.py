@@ -85,8 +85,9 @@ def enqueue_scan(connection_id: int) -> bool:
 
 def survey_window(survey: Survey, settings: dict, now: datetime, lookback: timedelta) -> ScanWindow:
     """The tickets one survey is due to decide: resolved since its watermark (less the
-    overlap, never before activation) and at least its delay ago."""
-    if survey.active and survey.resolved_since:
+    overlap, never before activation) and at least its delay ago. A `lookback` (only
+    dry runs give one to an active survey) previews the tickets resolved since then."""
+    if survey.active and survey.resolved_since and not lookback:
         floor = survey.resolved_since
         # Re-read a little before the watermark (search indexes lag behind writes), but
         # never before the activation's floor: only tickets resolved since then count.
@@ -132,7 +133,9 @@ def scan_survey(
     """Scan for one survey alone (the CLI's `scan`, and its dry run).
 
     A dry run decides the same way and reports through `on_decision`, writing nothing;
-    on an inactive survey it previews activation with `lookback_days`.
+    with `lookback_days` it previews the tickets resolved in those days (on an inactive
+    survey: what activation with that look-back would do), without: what the next scan
+    would decide.
     """
     survey = db.session.get(Survey, survey_id)
     if survey is None or not (survey.active or dry_run):
@@ -177,7 +180,9 @@ def scan_connection(
     if not dry_run and not _lock(lock):
         return {}
     try:
-        return _scan(surveys, dry_run, on_decision, timedelta(days=lookback_days))
+        # A look-back only ever previews: a real scan never reaches before activation.
+        lookback = timedelta(days=lookback_days if dry_run else 0)
+        return _scan(surveys, dry_run, on_decision, lookback)
     except Exception as exc:
         if not dry_run:
             db.session.rollback()

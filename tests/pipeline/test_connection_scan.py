@@ -343,3 +343,27 @@ def test_a_batch_handed_back_to_urgent_work_keeps_its_place_and_markers(
     assert [job.args for job in queued] == [(rest,)]
     assert all(redis_client.exists(enqueued_key(f"send:{i}")) for i in rest)
     assert not any(redis_client.exists(enqueued_key(f"send:{i}")) for i in sent)
+
+
+def test_a_look_back_previews_an_active_survey_but_never_reaches_a_real_scan(hub):
+    """The settings page's dry run looks back N days on an active survey; a real scan
+    given the same look-back still surveys only tickets resolved since activation."""
+    with hub.app.app_context():
+        survey = Survey(
+            connection_id=hub.connection_id, metric="csat", scale=3, name="Fresh",
+            settings={"company_name": "Acme"}, active=True,
+        )  # fmt: skip
+        now = datetime.now(UTC)
+        survey.resolved_since = survey.watermark = survey.activated_at = now
+        db.session.add(survey)
+        db.session.commit()
+        decided = []
+        preview = scan_survey(
+            survey.id, dry_run=True, lookback_days=30,
+            on_decision=lambda ticket, reason: decided.append(reason),
+        )  # fmt: skip
+        assert preview.pending >= len(hub.sandbox.seeded.eligible)
+        assert decided.count(None) == preview.pending
+        assert scan_survey(survey.id, dry_run=True).seen == 0  # the next scan: nothing due
+        scan_connection(hub.connection_id, survey_ids=[survey.id], lookback_days=30)
+        assert deliveries(hub.app, survey.id) == {}

@@ -218,6 +218,15 @@ def test_the_seed_steps_in_a_browser(hub, sandbox, smtp_server, browser, tmp_pat
     assert page.get_by_text("Fast and friendly").count() >= 1
     assert page.get_by_text(address).count() >= 1
     visit.check("deliveries")
+    page.goto(f"{base}/metrics/nps/report?from=2000-01-01")
+    assert "Fast and friendly" in page.content()
+    visit.check("report-metric")
+    page.goto(f"{base}/surveys/{survey_id}/dry-run")
+    page.get_by_role("button", name="Preview").click()
+    # The last 7 days again: every ticket was decided by the scan, none is sent twice.
+    assert page.get_by_text("Would send").count() == 0
+    assert f"{seen - 1} were decided before" in page.content()
+    visit.check("dry-run")
     page.goto(f"{base}/operations")
     visit.check("operations")
     page.goto(f"{base}/plugins")
