@@ -72,7 +72,9 @@ def agent_account(agent: Agent, connection: Connection) -> User:
         user = User(email=address, role=Role.AGENT.value, status=UserStatus.INVITED.value)
         db.session.add(user)
     user.name = user.name or agent.name
-    if user.role == Role.AGENT:
+    # An agent sees the ratings of one helpdesk account: the one they were first
+    # invited from (importing the same person from another account changes nothing).
+    if user.role == Role.AGENT and user.connection_id in (None, connection.id):
         user.connection_id = connection.id
         user.helpdesk_user_id = agent.id
     return user

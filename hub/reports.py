@@ -130,12 +130,16 @@ class Scope:
     metric: str
     survey_id: int | None = None
     agent_ref: str | None = None
+    #: With `agent_ref`: the agent's helpdesk connection (their ids mean them only there).
+    connection_id: int | None = None
 
     def _of(self, model: type[Rating] | type[Delivery]) -> list[ColumnElement[bool]]:
         if self.survey_id is not None:
             conditions = [model.survey_id == self.survey_id]
         else:
             surveys = select(Survey.id).where(Survey.metric == self.metric)
+            if self.connection_id is not None:
+                surveys = surveys.where(Survey.connection_id == self.connection_id)
             conditions = [model.survey_id.in_(surveys)]
         if self.agent_ref is not None:
             conditions.append(model.agent_ref == self.agent_ref)
@@ -587,12 +591,17 @@ def build_report(
     )
 
 
-def metrics_rated(agent_ref: str, period: Period) -> list[str]:
-    """The metric keys an agent has answers for in `period` (one query)."""
+def metrics_rated(agent_ref: str, connection_id: int, period: Period) -> list[str]:
+    """The metric keys an agent of `connection_id` has answers for in `period` (one query)."""
     query = (
         select(Survey.metric)
         .join(Rating, Rating.survey_id == Survey.id)
-        .where(Rating.agent_ref == agent_ref, COUNTS_BY_PERSON, *period.where(Rating.created_at))
+        .where(
+            Rating.agent_ref == agent_ref,
+            Survey.connection_id == connection_id,
+            COUNTS_BY_PERSON,
+            *period.where(Rating.created_at),
+        )
         .distinct()
     )
     return sorted(db.session.execute(query).scalars())

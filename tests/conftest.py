@@ -212,6 +212,22 @@ def mail_app(app, smtp_server):
     return app
 
 
+def acme_connection():
+    """The test helpdesk connection "Acme", made on first use (needs an app context):
+    the rows tests add all belong to it, as do the agents of tests/web."""
+    from sqlalchemy import select
+
+    from hub.extensions import db
+    from hub.models import Connection
+
+    found = db.session.execute(select(Connection).where(Connection.name == "Acme")).scalar()
+    if found is None:
+        found = Connection(helpdesk="kustomer", name="Acme", settings={})
+        db.session.add(found)
+        db.session.flush()
+    return found
+
+
 def add_delivery(
     metric: str = "nps",
     scale: int = 11,
@@ -221,11 +237,10 @@ def add_delivery(
 ):
     """A survey with one sent delivery (needs an app context)."""
     from hub.extensions import db
-    from hub.models import Connection
     from hub.models import Delivery
     from hub.models import Survey
 
-    connection = Connection(helpdesk="kustomer", name="Acme", settings={})
+    connection = acme_connection()
     settings.setdefault("company_name", "Acme")
     survey = Survey(
         connection=connection, metric=metric, scale=scale, name=metric.upper(), settings=settings

@@ -24,6 +24,16 @@ def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def own_connection_id() -> int | None:
+    """The helpdesk connection whose tickets the signed-in agent may see (None: all, for
+    admins; -1, matching nothing, for an agent without one). Helpdesk user ids are only
+    unique within one helpdesk account, so an agent's ratings are theirs on their own
+    connection only."""
+    if current_user.is_admin:
+        return None
+    return current_user.connection_id or -1
+
+
 def own_agent_ref() -> str | None:
     """The helpdesk user id whose ratings the signed-in person may see (None: all)."""
     if current_user.is_admin:

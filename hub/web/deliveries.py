@@ -19,6 +19,7 @@ from flask import url_for
 from flask_login import current_user
 from flask_login import login_required
 from sqlalchemy import ColumnElement
+from sqlalchemy import and_
 from sqlalchemy import exists
 from sqlalchemy import false
 from sqlalchemy import func
@@ -51,6 +52,7 @@ from hub.surveys import MetricMissing
 from hub.surveys import metric_of
 from hub.web.access import admin_required
 from hub.web.access import own_agent_ref
+from hub.web.access import own_connection_id
 
 bp = Blueprint("deliveries", __name__)
 
@@ -329,12 +331,12 @@ def index():
 
 
 def _own_rows(own_ref: str) -> ColumnElement[bool]:
-    """An agent's rows: those of their helpdesk id, none without one."""
+    """An agent's rows: those of their helpdesk id on their own helpdesk connection
+    (ids are unique only within one helpdesk account), none without one."""
     if not current_user.helpdesk_user_id:
-        # own_agent_ref()'s stand-in for "nobody" holds a NUL byte, which PostgreSQL
-        # refuses in a parameter; no row matches anyway.
         return false()
-    return Delivery.agent_ref == own_ref
+    surveys = select(Survey.id).where(Survey.connection_id == own_connection_id())
+    return and_(Delivery.agent_ref == own_ref, Delivery.survey_id.in_(surveys))
 
 
 def _here() -> str:

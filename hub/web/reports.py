@@ -38,6 +38,7 @@ from hub.reports import metrics_rated
 from hub.reports import rating_rows
 from hub.web.access import admin_required
 from hub.web.access import own_agent_ref
+from hub.web.access import own_connection_id
 
 bp = Blueprint("reports", __name__)
 
@@ -306,9 +307,20 @@ def mine():
     period, error = period_from_args(request.args, today)
     # An agent the helpdesk does not know has no ratings (and the stand-in ref
     # own_agent_ref() gives them is not text PostgreSQL accepts).
-    rated = set(metrics_rated(agent_ref, period)) if current_user.helpdesk_user_id else set()
+    connection_id = own_connection_id()
+    rated = (
+        set(metrics_rated(agent_ref, connection_id, period))
+        if current_user.helpdesk_user_id
+        else set()
+    )
     reports = [
-        build_report(metric, Scope(key, agent_ref=agent_ref), period, today=today, by_agent=False)
+        build_report(
+            metric,
+            Scope(key, agent_ref=agent_ref, connection_id=connection_id),
+            period,
+            today=today,
+            by_agent=False,
+        )
         for key, metric in current_app.extensions["hub"].registry.metrics.items()
         if key in rated
     ]

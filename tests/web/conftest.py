@@ -10,13 +10,17 @@ from hub.extensions import db
 from hub.models import Role
 from hub.models import User
 from hub.models import UserStatus
+from tests.conftest import acme_connection
 from tests.kustomer.conftest import sandbox  # noqa: F401  (a fixture for tests/web)
 
 
 def add_person(app, email: str, role: str = Role.AGENT.value, helpdesk_user_id=None) -> int:
-    """An active user (admin or agent) with the password "correct horse battery"."""
+    """An active user (admin or agent) with the password "correct horse battery"; an
+    agent belongs to the Acme connection."""
     with app.app_context():
+        connection_id = acme_connection().id if helpdesk_user_id else None
         user = User(
+            connection_id=connection_id,
             email=email,
             name=email.split("@")[0].title(),
             role=role,

@@ -22,7 +22,6 @@ from hub.funnel import DayRange
 from hub.funnel import count_funnel
 from hub.jobs import WRITE_BACKS
 from hub.jobs import get_queue
-from hub.models import Connection
 from hub.models import Delivery
 from hub.models import Rating
 from hub.models import Role
@@ -33,6 +32,7 @@ from hub.pipeline.decide import COOLDOWN
 from hub.pipeline.decide import NO_EMAIL
 from hub.pipeline.decide import UPDATED
 from hub.pipeline.decide import WRONG_CHANNEL
+from tests.conftest import acme_connection
 from tests.web.conftest import add_person
 from tests.web.conftest import csrf_of
 from tests.web.conftest import signed_in
@@ -42,8 +42,8 @@ TODAY = NOW.date()
 
 
 def add_survey(name: str = "Support NPS", metric: str = "nps", scale: int = 11) -> int:
-    """A survey on a new connection (needs an app context)."""
-    connection = Connection(helpdesk="kustomer", name="Acme", settings={})
+    """A survey on the Acme connection (needs an app context)."""
+    connection = acme_connection()
     survey = Survey(connection=connection, metric=metric, scale=scale, name=name, settings={})
     db.session.add(survey)
     db.session.commit()

@@ -18,7 +18,6 @@ from sqlalchemy import event
 from sqlalchemy import text
 
 from hub.extensions import db
-from hub.models import Connection
 from hub.models import Delivery
 from hub.models import Rating
 from hub.models import Role
@@ -31,6 +30,7 @@ from hub.reports import expand
 from hub.web.reports import csv_cell
 from hub.web.reports import report_margin
 from hub.web.reports import report_score
+from tests.conftest import acme_connection
 from tests.web.conftest import add_person
 from tests.web.conftest import signed_in
 
@@ -44,10 +44,7 @@ def metric_of(app, key):
 def make_survey(app, metric="nps", scale=11, name=None, connection_id=None) -> int:
     with app.app_context():
         if connection_id is None:
-            connection = Connection(helpdesk="kustomer", name="Acme", settings={})
-            db.session.add(connection)
-            db.session.flush()
-            connection_id = connection.id
+            connection_id = acme_connection().id
         survey = Survey(
             connection_id=connection_id,
             metric=metric,
