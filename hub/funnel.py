@@ -108,6 +108,8 @@ class DayRange:
     @classmethod
     def last_days(cls, days: int, today: date) -> DayRange:
         """The `days` days up to and including `today`."""
+        if today.toordinal() <= days:  # the calendar's first days: from its start
+            return cls(date.min, today)
         return cls(today - timedelta(days=days - 1), today)
 
     def condition(self) -> ColumnElement[bool]:
@@ -115,7 +117,7 @@ class DayRange:
         conditions = []
         if self.first is not None:
             conditions.append(Delivery.created_at >= datetime.combine(self.first, time(), UTC))
-        if self.last is not None:
+        if self.last is not None and self.last < date.max:  # the last day: no end
             end = datetime.combine(self.last + timedelta(days=1), time(), UTC)
             conditions.append(Delivery.created_at < end)
         return and_(true(), *conditions)

@@ -172,7 +172,7 @@ def _sign_in(form: LoginForm):
             db.session.commit()
             login_user(user)
             return redirect(_safe_next(request.args.get("next")) or url_for("home.index"))
-    return render_template("auth/login.html", form=form)
+    return render_template("auth/login.html", form=form, no_admin=not admin_exists())
 
 
 @bp.errorhandler(RateLimitExceeded)

@@ -167,7 +167,7 @@ def parse_filters(
     agent = args.get("agent", "").strip()
     # An agent's own view is fixed by who they are; the argument never widens it.
     if admin and agent:
-        if len(agent) > 100:
+        if len(agent) > 100 or not agent.isprintable():
             errors["agent"] = "Agent must be a helpdesk user id (at most 100 characters)."
         else:
             filters.agent = agent
@@ -353,7 +353,7 @@ def _local(path: str) -> bool:
     return not parts.scheme and not parts.netloc
 
 
-@bp.post("/write-backs/<int:write_back_id>/retry")
+@bp.post("/write-backs/<int(max=2147483647):write_back_id>/retry")
 @admin_required
 def retry(write_back_id: int):
     """Put a failed write-back back in line, then return to the log."""
@@ -388,7 +388,7 @@ def _percent(value: float | None) -> str:
     return f"{value:.0f}%" if value >= 10 else f"{value:.1f}%"
 
 
-@bp.get("/surveys/<int:survey_id>/funnel")
+@bp.get("/surveys/<int(max=2147483647):survey_id>/funnel")
 @admin_required
 def funnel(survey_id: int):
     """Where a survey's tickets went: seen → eligible → sent → opened → rated → commented,

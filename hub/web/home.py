@@ -11,6 +11,7 @@ from flask_login import current_user
 from flask_login import login_required
 from sqlalchemy import func
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from hub.extensions import db
 from hub.models import Connection
@@ -28,7 +29,9 @@ def index():
     if not current_user.is_admin:
         return redirect(url_for("reports.mine"))
     registry = current_app.extensions["hub"].registry
-    surveys = db.session.execute(select(Survey).order_by(Survey.metric, Survey.id)).scalars().all()
+    # Each row shows its connection: load them in one query, not one per survey.
+    query = select(Survey).options(selectinload(Survey.connection))
+    surveys = db.session.execute(query.order_by(Survey.metric, Survey.id)).scalars().all()
     responses = dict(
         db.session.execute(select(Rating.survey_id, func.count()).group_by(Rating.survey_id)).all()
     )

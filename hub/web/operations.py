@@ -54,7 +54,7 @@ def retry_job(job_id: str):
     return redirect(url_for(".index", _anchor="failed-jobs"))
 
 
-@bp.post("/connections/<int:connection_id>/check")
+@bp.post("/connections/<int(max=2147483647):connection_id>/check")
 @admin_required
 def check_connection(connection_id: int):
     """Check a connection's credentials now and store the outcome."""

@@ -3,6 +3,7 @@ connect, agents, trigger settings and activation; and the agents page."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +19,16 @@ from flask import url_for
 from flask_babel import ngettext
 from flask_login import current_user
 from marshmallow import ValidationError
+from redis.exceptions import RedisError
 from sqlalchemy import func
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from hub.addresses import email_key
 from hub.connections import HelpdeskMissing
 from hub.connections import open_helpdesk
 from hub.contracts import Metric
+from hub.crypto import SecretsUnreadable
 from hub.emails import preview_email
 from hub.extensions import db
 from hub.helpdesk import Agent
@@ -50,6 +54,7 @@ from hub.pipeline.scan import scan_survey
 from hub.surveys import MetricMissing
 from hub.surveys import SurveySettingsSchema
 from hub.surveys import effective_settings
+from hub.surveys import metric_of
 from hub.web.access import admin_required
 from hub.web.forms import field_views
 from hub.web.forms import first_field
@@ -65,6 +70,10 @@ DISTRIBUTIONS = (
     ("email-link", "Email signature link", "A rating link in every agent reply.", False),
     ("widget", "Website widget", "Ask visitors on your site.", False),
 )
+#: What reading the helpdesk from a page may run into, shown as a sentence: the
+#: helpdesk's own errors, a missing plugin, a refused URL, a key the current secret
+#: cannot decrypt, Redis (the shared rate budget) away.
+TROUBLE = (HelpdeskError, HelpdeskMissing, ValueError, SecretsUnreadable, RedisError)
 #: The most tickets a dry-run preview lists (the counts cover all of them).
 PREVIEW_ROWS = 200
 MAX_LOOKBACK_DAYS = 90
@@ -86,6 +95,13 @@ def _survey(survey_id: int) -> Survey:
     if survey is None:
         abort(404)
     return survey
+
+
+def _one_line(text: str | None, limit: int) -> str:
+    """Typed text as one line of printable characters (NUL cannot even be stored in
+    PostgreSQL), spaces collapsed, at most `limit` characters."""
+    printable = "".join(ch if ch.isprintable() else " " for ch in text or "")
+    return " ".join(printable.split())[:limit]
 
 
 def _draft_key(key: str) -> str:
@@ -111,11 +127,8 @@ def _responses(survey_ids: list[int]) -> dict[int, int]:
 def metric(key: str):
     """A metric's surveys, with Start NPS (when there is none) and New survey."""
     metric = _metric(key)
-    surveys = (
-        db.session.execute(select(Survey).where(Survey.metric == key).order_by(Survey.id))
-        .scalars()
-        .all()
-    )
+    query = select(Survey).where(Survey.metric == key).options(selectinload(Survey.connection))
+    surveys = db.session.execute(query.order_by(Survey.id)).scalars().all()
     return render_template(
         "setup/metric.html",
         metric=metric,
@@ -138,13 +151,15 @@ def distribution(key: str):
     errors: dict[str, str] = {}
     if request.method == "POST":
         draft = {
-            "name": " ".join((request.form.get("name") or "").split())[:200],
+            "name": _one_line(request.form.get("name"), 200),
             "scale": request.form.get("scale") or str(metric.default_scale),
             "distribution": request.form.get("distribution") or "",
         }
         if not draft["name"]:
             errors["name"] = "Give the survey a name, e.g. “Support NPS”."
-        if not draft["scale"].isdigit() or int(draft["scale"]) not in metric.scales:
+        if not re.fullmatch(r"[0-9]{1,3}", draft["scale"]) or int(draft["scale"]) not in (
+            metric.scales
+        ):
             errors["scale"] = "Pick one of the scales offered."
         if draft["distribution"] != "trigger":
             errors["distribution"] = "Choose Trigger: the other kinds are not available yet."
@@ -327,7 +342,7 @@ def _helpdesk_agents(connection: Connection) -> tuple[list[AgentRow], str]:
     """The helpdesk's human users beside their hub accounts, or an error to show."""
     try:
         found = list(open_helpdesk(connection).agents())
-    except (HelpdeskError, HelpdeskMissing, ValueError) as exc:
+    except TROUBLE as exc:
         return [], str(exc)
     emails = [email_key(a.email) for a in found if a.email]
     accounts = {}
@@ -427,7 +442,7 @@ def _agent(user_id: int) -> User:
     return user
 
 
-@bp.post("/agents/<int:user_id>/archive")
+@bp.post("/agents/<int(max=2147483647):user_id>/archive")
 @admin_required
 def archive_agent(user_id: int):
     """Archive an agent: they cannot sign in; their ratings stay in every report."""
@@ -439,7 +454,7 @@ def archive_agent(user_id: int):
     return redirect(url_for("setup.agents"))
 
 
-@bp.post("/agents/<int:user_id>/restore")
+@bp.post("/agents/<int(max=2147483647):user_id>/restore")
 @admin_required
 def restore_agent(user_id: int):
     """Let an archived agent sign in again (or be invited, if they never set a password)."""
@@ -450,7 +465,7 @@ def restore_agent(user_id: int):
     return redirect(url_for("setup.agents"))
 
 
-@bp.post("/agents/<int:user_id>/invite")
+@bp.post("/agents/<int(max=2147483647):user_id>/invite")
 @admin_required
 def reinvite_agent(user_id: int):
     """Send a fresh invitation (earlier links stop working)."""
@@ -476,15 +491,16 @@ def survey(survey_id: int):
     the email preview and the dry run."""
     survey = _survey(survey_id)
     try:
-        metric = _registry().metrics[survey.metric]
-    except KeyError:
-        raise MetricMissing(survey.metric) from None
+        metric = metric_of(survey)
+    except MetricMissing as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("home.index"))
     schema = SurveySettingsSchema()
     errors: dict[str, Any] = {}
     name_error = ""
     if request.method == "POST":
         submitted = read_form(schema, request.form)
-        name = " ".join((request.form.get("survey_name") or "").split())[:200]
+        name = _one_line(request.form.get("survey_name"), 200)
         try:
             loaded = schema.load(submitted)
         except ValidationError as exc:
@@ -523,7 +539,7 @@ def survey(survey_id: int):
 
 def _lookback() -> int | None:
     raw = (request.form.get("lookback_days") or "0").strip()
-    if not raw.isdigit() or int(raw) > MAX_LOOKBACK_DAYS:
+    if not re.fullmatch(r"[0-9]{1,3}", raw) or int(raw) > MAX_LOOKBACK_DAYS:
         return None
     return int(raw)
 
@@ -541,7 +557,7 @@ def activate(survey_id: int):
     else:
         try:
             activate_survey(survey, lookback)
-        except (ActivationFailed, HelpdeskMissing, MetricMissing, ValidationError) as exc:
+        except (ActivationFailed, MetricMissing, ValidationError, *TROUBLE) as exc:
             db.session.rollback()
             flash(f"The trigger was not activated. {exc}", "error")
         else:
@@ -620,7 +636,7 @@ def dry_run(survey_id: int):
                 report = scan_survey(
                     survey.id, dry_run=True, on_decision=collect, lookback_days=lookback
                 )
-            except (HelpdeskError, HelpdeskMissing, MetricMissing, ValidationError) as exc:
+            except (MetricMissing, ValidationError, *TROUBLE) as exc:
                 error = f"The preview could not read the helpdesk: {exc}"
     return render_template(
         "setup/dry_run.html",

@@ -22,6 +22,7 @@ from hub.models import Delivery
 from hub.models import Rating
 from hub.models import Survey
 from hub.models import User
+from hub.models import utcnow
 from hub.web.auth import first_admin_url
 from tests.conftest import free_port
 from tests.conftest import make_config
@@ -210,7 +211,7 @@ def test_the_seed_steps_in_a_browser(hub, sandbox, smtp_server, browser, tmp_pat
         "2 rated tickets",  # the customer's and Bea's
         "2 commented tickets",
         "2 tickets skipped: started by an agent",
-        "1 tickets skipped: wrong channel",
+        "1 ticket skipped: wrong channel",
     ):
         assert page.get_by_role("link", name=name, exact=True).count() == 1, name
     visit.check("funnel")
@@ -293,5 +294,34 @@ def test_the_wizard_fits_a_phone(hub, sandbox, browser):  # noqa: F811
     visit.check("wizard-agents")
     page.get_by_role("button", name="Continue").click()
     visit.check("wizard-settings")
+    # The pages for reading the numbers, with some answers to draw.
+    with app.app_context():
+        survey_id = db.session.execute(select(Survey.id)).scalar_one()
+        for n, value in enumerate((10, 9, 9, 7, 3, 10, 8)):
+            delivery = Delivery(
+                survey_id=survey_id, ticket_id=f"t{n}", requester_email=f"c{n}@example.com",
+                agent_ref="agent-1", state="sent", sent_at=utcnow(), opened_at=utcnow(),
+            )  # fmt: skip
+            db.session.add(delivery)
+            db.session.flush()
+            db.session.add(
+                Rating(
+                    delivery_id=delivery.id, survey_id=survey_id, agent_ref="agent-1",
+                    value=value, scale=11, comment="Quick answer, thanks" if n % 2 else "",
+                )
+            )  # fmt: skip
+        db.session.commit()
+    for name, path in (
+        ("report", f"/surveys/{survey_id}/report"),
+        ("report-metric", "/metrics/nps/report"),
+        ("funnel", f"/surveys/{survey_id}/funnel"),
+        ("deliveries", "/deliveries"),
+        ("dry-run", f"/surveys/{survey_id}/dry-run"),
+        ("operations", "/operations"),
+        ("plugins", "/plugins"),
+        ("agents", "/agents"),
+    ):
+        page.goto(f"{base}{path}")
+        visit.check(name)
     context.close()
     assert not visit.problems, visit.problems

@@ -310,7 +310,7 @@ def test_response_rate_is_rated_of_sent_in_the_range(app, admin):
     assert report.parts[0].score.n == 2  # the scanner's click is left out
     page = plain(admin.get(f"/surveys/{survey_id}/report").get_data(as_text=True))
     assert "Response rate 25% 1 rated of 4 sent" in page
-    assert "1 rating that looks like a mail security scanner's clicks is left out" in page
+    assert "1 rating that looks like a mail security scanner's click is left out" in page
 
 
 # -- date range -----------------------------------------------------------------------

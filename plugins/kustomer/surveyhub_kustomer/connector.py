@@ -140,11 +140,11 @@ class Kustomer(Helpdesk):
     title = "Kustomer"
     settings_schema = KustomerSettings
     help = (
-        "Create the API key in Kustomer under Settings > Security > API Keys > Add API Key.\n"
+        "Create the API key in Kustomer under Settings > Security > API keys > New API key.\n"
         "Give it these roles: "
         + ", ".join(ROLES[need][0] for need in REQUIRED)
         + " (or the broad legacy roles org.user and org.admin).\n"
-        'Set its expiration to "No expiration": surveys stop when the key expires.'
+        'Set its expiration to "No Expiration": surveys stop when the key expires.'
     )
     logo = (
         "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 56 56'%3E"
