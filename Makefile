@@ -46,7 +46,7 @@ $(AXE): tests/a11y/package.json tests/a11y/package-lock.json
 # The README's screenshots (docs/screenshots/): the browser test of the set-up steps writes
 # every page it passes (needs Chromium, PostgreSQL and Redis, as `make test` does).
 screenshots: $(VENV)/.installed-test $(AXE)
-	HUB_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/web/test_browser_setup.py tests/test_a11y.py -k "browser or phone or desktop"
+	HUB_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/web/test_browser_setup.py tests/test_a11y.py::test_pages_fit_a_phone_and_a_desktop
 
 # Re-extract the messages and merge them into every catalog, then compile (see docs/translating.md).
 translations: $(VENV)/.installed-test

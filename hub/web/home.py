@@ -15,8 +15,8 @@ from sqlalchemy.orm import selectinload
 
 from hub.extensions import db
 from hub.models import Connection
-from hub.models import Rating
 from hub.models import Survey
+from hub.web.setup import responses
 
 bp = Blueprint("home", __name__)
 
@@ -32,15 +32,13 @@ def index():
     # Each row shows its connection: load them in one query, not one per survey.
     query = select(Survey).options(selectinload(Survey.connection))
     surveys = db.session.execute(query.order_by(Survey.metric, Survey.id)).scalars().all()
-    responses = dict(
-        db.session.execute(select(Rating.survey_id, func.count()).group_by(Rating.survey_id)).all()
-    )
+    answers = responses()
     connections = db.session.execute(select(func.count()).select_from(Connection)).scalar_one()
     return render_template(
         "home.html",
         metrics=list(registry.metrics.values()),
         helpdesks=registry.helpdesks,
         surveys=surveys,
-        responses=responses,
+        responses=answers,
         connection_count=connections,
     )

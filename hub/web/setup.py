@@ -51,6 +51,7 @@ from hub.pipeline.activation import ActivationFailed
 from hub.pipeline.activation import activate as activate_survey
 from hub.pipeline.activation import deactivate as deactivate_survey
 from hub.pipeline.scan import scan_survey
+from hub.reports import COUNTS_BY_PERSON
 from hub.surveys import MetricMissing
 from hub.surveys import SurveySettingsSchema
 from hub.surveys import effective_settings
@@ -108,15 +109,15 @@ def _draft_key(key: str) -> str:
     return f"survey-draft:{key}"
 
 
-def _responses(survey_ids: list[int]) -> dict[int, int]:
-    if not survey_ids:
-        return {}
-    query = (
-        select(Rating.survey_id, func.count())
-        .where(Rating.survey_id.in_(survey_ids))
-        .group_by(Rating.survey_id)
-    )
-    return dict(db.session.execute(query).all())
+def responses(survey_ids: list[int] | None = None) -> dict[int, int]:
+    """Answers per survey, all time, counted as the reports count them (a suspected mail
+    scanner's clicks are not a person's answer)."""
+    query = select(Rating.survey_id, func.count()).where(COUNTS_BY_PERSON)
+    if survey_ids is not None:
+        if not survey_ids:
+            return {}
+        query = query.where(Rating.survey_id.in_(survey_ids))
+    return dict(db.session.execute(query.group_by(Rating.survey_id)).all())
 
 
 # -- metric pages -------------------------------------------------------------------
@@ -133,7 +134,7 @@ def metric(key: str):
         "setup/metric.html",
         metric=metric,
         surveys=surveys,
-        responses=_responses([s.id for s in surveys]),
+        responses=responses([s.id for s in surveys]),
         helpdesks=_registry().helpdesks,
         draft=session.get(_draft_key(key)),
     )
@@ -308,6 +309,56 @@ def _verified_connection(
     connection.set_secrets(secrets)
     db.session.add(connection)
     return connection, {}
+
+
+@bp.route("/connections/<int(max=2147483647):connection_id>/edit", methods=["GET", "POST"])
+@admin_required
+def edit_connection(connection_id: int):
+    """Change a connection's settings or replace its API key (an expiring key, a new
+    one with more roles); checked like Connect, and nothing changes until it works."""
+    connection = db.session.get(Connection, connection_id)
+    if connection is None:
+        abort(404)
+    connector_class = _helpdesk_class(connection.helpdesk)
+    schema = connector_class.settings_schema()
+    secret_names = connector_class.secret_fields()
+    values: dict[str, Any] = dict(connection.settings or {})
+    errors: dict[str, Any] = {}
+    if request.method == "POST":
+        values = read_form(schema, request.form)
+        try:
+            # A secret left empty keeps the stored one.
+            values = schema.load(values, partial=tuple(secret_names))
+        except ValidationError as exc:
+            errors = exc.messages
+        if not errors:
+            try:
+                kept = connection.get_secrets()
+            except SecretsUnreadable as exc:
+                kept, errors = {}, {first_field(schema, secret=True): [str(exc)]}
+            merged = {**kept, **values}
+            missing = [name for name in secret_names if not merged.get(name)]
+            if missing:
+                errors = {
+                    name: ["Paste the key: the stored one cannot be used."] for name in missing
+                }
+        if not errors:
+            checked, errors = _verified_connection(connector_class, merged)
+            if checked is not None:
+                db.session.expunge(checked)  # only its checked values are kept
+                connection.settings = checked.settings
+                connection.secrets_encrypted = checked.secrets_encrypted
+                connection.status = checked.status
+                connection.status_message = checked.status_message
+                db.session.commit()
+                flash(f"The connection to {connection.name} is updated.", "success")
+                return redirect(url_for("setup.agents"))
+    return render_template(
+        "setup/connection.html",
+        connection=connection,
+        connector=connector_class,
+        fields=field_views(schema, values, errors),
+    ), (422 if errors else 200)
 
 
 @bp.post("/metrics/<key>/new/use/<int(max=2147483647):connection_id>")
@@ -508,6 +559,8 @@ def survey(survey_id: int):
         if not name:
             name_error = "Give the survey a name."
         if not errors and not name_error:
+            errors = _prepare_new_attribute(survey, metric, loaded)
+        if not errors and not name_error:
             # Saving settings never changes whether the trigger is active.
             survey.settings = loaded
             survey.name = name
@@ -535,6 +588,23 @@ def survey(survey_id: int):
         steps=STEPS,
         max_lookback=MAX_LOOKBACK_DAYS,
     ), (422 if errors or name_error else 200)
+
+
+def _prepare_new_attribute(survey: Survey, metric: Metric, loaded: dict[str, Any]):
+    """An active survey that writes to another attribute from now on: define it in the
+    helpdesk first (as activation does), or say why it cannot be."""
+    new = loaded.get("attribute_name")
+    try:
+        old = effective_settings(metric, survey.settings or {})["attribute_name"]
+    except ValidationError:
+        old = None
+    if not survey.active or not new or new == old:
+        return {}
+    try:
+        open_helpdesk(survey.connection).prepare(new, f"{metric.title} score (SurveyHub)")
+    except TROUBLE as exc:
+        return {"attribute_name": [f"The helpdesk could not define this attribute: {exc}"]}
+    return {}
 
 
 def _lookback() -> int | None:

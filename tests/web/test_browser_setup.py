@@ -201,7 +201,7 @@ def test_the_seed_steps_in_a_browser(hub, sandbox, smtp_server, browser, tmp_pat
     # The rating shows on the report, in the funnel and in the deliveries log.
     page.goto(f"{base}/surveys/{survey_id}/report?from=2000-01-01")
     assert "Fast and friendly" in page.content()
-    visit.check("report")
+    visit.check("report-seed")
     page.goto(f"{base}/surveys/{survey_id}/funnel?from=2000-01-01")
     seeded = sandbox.seeded
     seen = len(seeded.eligible) + len(seeded.skipped) + 1  # and Bea's ticket above
@@ -257,7 +257,8 @@ def test_the_seed_steps_in_a_browser(hub, sandbox, smtp_server, browser, tmp_pat
     for path in (
         "/metrics/nps", "/agents", f"/surveys/{survey_id}", f"/surveys/{survey_id}/report",
         f"/surveys/{survey_id}/funnel", "/operations", "/plugins", "/connections/1/agents",
-        "/metrics/nps/new/connect/kustomer", f"/surveys/{survey_id}/ratings.csv",
+        "/connections/1/edit", "/metrics/nps/new/connect/kustomer",
+        f"/surveys/{survey_id}/ratings.csv",
     ):  # fmt: skip
         assert page.goto(f"{base}{path}").status in (403, 404), path
     assert alex_ref
@@ -325,3 +326,87 @@ def test_the_wizard_fits_a_phone(hub, sandbox, browser):  # noqa: F811
         visit.check(name)
     context.close()
     assert not visit.problems, visit.problems
+
+
+COMMENTS = (
+    "Fast and friendly, thank you!",
+    "Solved on the first reply.",
+    "Took three emails to get a real answer.",
+    "Bea was patient and explained everything.",
+    "Good, but the refund took a week.",
+    "Great support as always.",
+)
+
+
+def test_a_month_of_answers_on_the_report(tmp_path, browser):  # noqa: F811
+    """The README's picture: a month of answers for three agents on the report page,
+    whose headline equals the NPS formula on the same answers."""
+    import random
+    from datetime import timedelta
+
+    from hub.web.reports import report_score
+    from tests.web.conftest import add_person
+
+    app = create_app(make_config(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with app.app_context():
+        upgrade()
+        connection = Connection(helpdesk="kustomer", name="acme.kustomerapp.com", settings={})
+        survey = Survey(
+            connection=connection, metric="nps", scale=11, name="Support NPS", active=True,
+            settings={"company_name": "Acme"}, last_scan_at=utcnow(),
+        )  # fmt: skip
+        db.session.add(survey)
+        db.session.commit()
+        survey_id = survey.id
+    agents = {"5f1a": "Alex Agent", "5f1b": "Bea Agent", "5f1c": "Chris Agent"}
+    for ref, name in agents.items():
+        add_person(app, f"{name.split()[0].lower()}@acme.example", helpdesk_user_id=ref)
+    add_person(app, "ann@example.com", role="admin")
+    picks = random.Random(7)
+    values = []
+    with app.app_context():
+        now = utcnow()
+        for n in range(240):
+            ref = picks.choice(list(agents))
+            when = now - timedelta(days=picks.uniform(0, 29), hours=1)
+            delivery = Delivery(
+                survey_id=survey_id, ticket_id=f"67dd{n:04x}", state="sent", agent_ref=ref,
+                requester_email=f"customer{n}@example.com", sent_at=when, created_at=when,
+                opened_at=when if n % 3 else None,
+            )  # fmt: skip
+            db.session.add(delivery)
+            if n % 2:
+                continue
+            db.session.flush()
+            value = picks.choice((10, 10, 10, 9, 9, 9, 9, 8, 8, 7, 6, 4, 10, 9))
+            values.append(value)
+            db.session.add(
+                Rating(
+                    delivery_id=delivery.id, survey_id=survey_id, agent_ref=ref, value=value,
+                    scale=11, created_at=when + timedelta(hours=2),
+                    comment=picks.choice(COMMENTS) if n % 4 == 0 else "",
+                )
+            )  # fmt: skip
+        db.session.commit()
+        score = app.extensions["hub"].registry.metrics["nps"].score(values, 11)
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+        page = context.new_page()
+        page.goto(f"{base}/login")
+        page.get_by_label("Email").fill("ann@example.com")
+        page.get_by_label("Password").fill("correct horse battery")
+        page.get_by_role("button", name="Sign in").click()
+        page.goto(f"{base}/surveys/{survey_id}/report")
+        visit = Visit(page, 1280)
+        visit.check("report")
+        headline = page.locator(".score-card .value").first.inner_text()
+        assert headline == report_score(score.value, score.unit)
+        assert f"n = {score.n}" in page.locator(".score-card").first.inner_text()
+        context.close()
+        assert not visit.problems, visit.problems
+    finally:
+        server.shutdown()

@@ -319,6 +319,7 @@ ADMIN_PAGES = [
     "/metrics/nps/new/connect/kustomer",
     "/agents",
     "/connections/1/agents",
+    "/connections/1/edit",
     "/surveys/1",
     "/surveys/1/agents",
     "/surveys/1/email-preview",
@@ -347,3 +348,55 @@ def test_agents_cannot_post_to_set_up_actions(app, agent, path):
 
 def test_posts_without_csrf_token_are_refused(app, admin):
     assert admin.post("/metrics/nps/new", data={"name": "X"}).status_code == 400
+
+
+def test_an_api_key_is_replaced_after_a_check_and_kept_when_left_empty(wired, admin, sandbox):
+    start_draft(admin)
+    connect(admin, sandbox.url, sandbox.seeded.api_key)
+    with wired.app_context():
+        connection_id = db.session.execute(select(Connection.id)).scalar_one()
+    page = admin.get(f"/connections/{connection_id}/edit")
+    assert page.status_code == 200 and f'value="{sandbox.url}"' in page.text
+    assert sandbox.seeded.api_key not in page.text
+    wrong = admin.post(
+        f"/connections/{connection_id}/edit",
+        data={"csrf_token": csrf_of(page.text), "url": sandbox.url, "api_key": "expired-key"},
+    )
+    assert wrong.status_code == 422 and field_error(wrong.text, "api_key")
+    with wired.app_context():
+        kept = db.session.get(Connection, connection_id).get_secrets()
+        assert kept == {"api_key": sandbox.seeded.api_key}  # nothing changed
+    sandbox.org.keys["fresh-key"] = ApiKey("fresh-key", "Fresh key")
+    fresh = admin.post(
+        f"/connections/{connection_id}/edit",
+        data={"csrf_token": csrf_of(page.text), "url": sandbox.url, "api_key": "fresh-key"},
+    )
+    assert fresh.status_code == 302
+    same = admin.post(
+        f"/connections/{connection_id}/edit",
+        data={"csrf_token": csrf_of(page.text), "url": sandbox.url, "api_key": ""},
+    )
+    assert same.status_code == 302
+    with wired.app_context():
+        connection = db.session.get(Connection, connection_id)
+        assert connection.get_secrets() == {"api_key": "fresh-key"}
+        assert "Fresh key" in connection.status_message
+
+
+def test_a_new_attribute_on_an_active_survey_is_defined_in_the_helpdesk(wired, admin, sandbox):
+    start_draft(admin)
+    connect(admin, sandbox.url, sandbox.seeded.api_key)
+    with wired.app_context():
+        survey_id = db.session.execute(select(Survey.id)).scalar_one()
+    page = admin.get(f"/surveys/{survey_id}").text
+    admin.post(f"/surveys/{survey_id}/activate", data={"csrf_token": csrf_of(page)})
+    saved = admin.post(
+        f"/surveys/{survey_id}",
+        data={
+            "csrf_token": csrf_of(page), "survey_name": "Support NPS",
+            "attribute_name": "supportNpsNum",
+        },
+    )  # fmt: skip
+    assert saved.status_code == 302
+    properties = sandbox.state()["metadata"]["conversation"]["properties"]
+    assert "supportNpsNum" in properties and "surveyhubNpsScoreNum" in properties
