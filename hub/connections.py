@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 from flask import current_app
+from redis.exceptions import RedisError
 
+from hub.crypto import SecretsUnreadable
 from hub.helpdesk import Helpdesk
 from hub.helpdesk import HelpdeskContext
+from hub.helpdesk import HelpdeskError
 from hub.jobs import redis_connection
 from hub.models import Connection
 
 
 class HelpdeskMissing(LookupError):
     """The connection's helpdesk plugin is not installed or is blocked."""
+
+
+#: What opening and calling a connection's helpdesk may run into, each with a sentence
+#: to show: the helpdesk's own errors, a missing plugin, a refused URL (ValueError), a
+#: key the current secret cannot decrypt, Redis (the shared rate budget) away.
+TROUBLE = (HelpdeskError, HelpdeskMissing, ValueError, SecretsUnreadable, RedisError)
 
 
 def open_helpdesk(connection: Connection) -> Helpdesk:

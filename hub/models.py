@@ -339,6 +339,25 @@ class Milestone(db.Model):
     reached_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ApiToken(db.Model):
+    """A personal API token: shown once, kept as a SHA-256 hash; its prefix identifies
+    it in lists. It acts for its user, with the `read` or `write` scope."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(20), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(10), default="read")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
+
+
 class Suppression(db.Model):
     """An address that must never be surveyed again (unsubscribed, bounced, erased)."""
 

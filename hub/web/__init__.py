@@ -10,6 +10,9 @@ from flask import render_template
 from flask_babel import get_locale
 from flask_wtf.csrf import CSRFError
 
+from hub.api import init_api
+from hub.api import is_api_request
+from hub.api.problems import from_http_exception
 from hub.extensions import db
 from hub.extensions import login_manager
 from hub.models import User
@@ -31,6 +34,7 @@ def register_web(app: Flask) -> None:
     from hub.web.reports import bp as reports_bp
     from hub.web.security import init_security
     from hub.web.setup import bp as setup_bp
+    from hub.web.tokens import bp as tokens_bp
 
     init_security(app)
 
@@ -48,6 +52,7 @@ def register_web(app: Flask) -> None:
     app.register_blueprint(reports_bp)
     app.register_blueprint(deliveries_bp)
     app.register_blueprint(operations_bp)
+    app.register_blueprint(tokens_bp)
 
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to continue."
@@ -84,7 +89,15 @@ def register_web(app: Flask) -> None:
 
     @app.errorhandler(404)
     def not_found(error):
+        if is_api_request():
+            return from_http_exception(error)
         return render_template("errors/404.html"), 404
+
+    @app.errorhandler(405)
+    def wrong_method(error):
+        if is_api_request():
+            return from_http_exception(error)
+        return error
 
     @app.errorhandler(CSRFError)
     def csrf_failed(error):
@@ -92,4 +105,8 @@ def register_web(app: Flask) -> None:
 
     @app.errorhandler(500)
     def server_error(error):
+        if is_api_request():
+            return from_http_exception(error)
         return render_template("errors/500.html"), 500
+
+    init_api(app)

@@ -60,16 +60,9 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired()])
 
 
-class FirstAdminForm(FlaskForm):
-    name = StringField("Your name", validators=[DataRequired(), Length(max=200)])
-    email = EmailField(
-        "Email",
-        validators=[
-            DataRequired(),
-            Length(max=320),
-            Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message="Enter an email address."),
-        ],
-    )
+class NewPasswordForm(FlaskForm):
+    """A new password, typed twice (the first admin's, an invited agent's)."""
+
     password = PasswordField(
         "Password",
         validators=[
@@ -79,6 +72,18 @@ class FirstAdminForm(FlaskForm):
     )
     confirm = PasswordField(
         "Repeat password", validators=[EqualTo("password", message="Passwords differ.")]
+    )
+
+
+class FirstAdminForm(NewPasswordForm):
+    name = StringField("Your name", validators=[DataRequired(), Length(max=200)])
+    email = EmailField(
+        "Email",
+        validators=[
+            DataRequired(),
+            Length(max=320),
+            Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message="Enter an email address."),
+        ],
     )
 
 

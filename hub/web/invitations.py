@@ -8,31 +8,13 @@ from flask import redirect
 from flask import render_template
 from flask import url_for
 from flask_login import logout_user
-from flask_wtf import FlaskForm
-from wtforms import PasswordField
-from wtforms.validators import DataRequired
-from wtforms.validators import EqualTo
-from wtforms.validators import Length
 
 from hub.invitations import InviteInvalid
 from hub.invitations import accept
 from hub.invitations import read_invite
-from hub.web.auth import MIN_PASSWORD_LENGTH
+from hub.web.auth import NewPasswordForm
 
 bp = Blueprint("invitations", __name__)
-
-
-class SetPasswordForm(FlaskForm):
-    password = PasswordField(
-        "Password",
-        validators=[
-            DataRequired(),
-            Length(min=MIN_PASSWORD_LENGTH, message="Use at least 10 characters."),
-        ],
-    )
-    confirm = PasswordField(
-        "Repeat password", validators=[EqualTo("password", message="Passwords differ.")]
-    )
 
 
 @bp.route("/invite/<token>", methods=["GET", "POST"])
@@ -42,7 +24,7 @@ def set_password(token: str):
         user = read_invite(token)
     except InviteInvalid:
         return render_template("auth/invite_invalid.html"), 404
-    form = SetPasswordForm()
+    form = NewPasswordForm()
     if form.validate_on_submit():
         accept(user, form.password.data)
         logout_user()  # whoever was signed in on this browser, the new account signs in fresh

@@ -19,13 +19,12 @@ from flask import url_for
 from flask_babel import ngettext
 from flask_login import current_user
 from marshmallow import ValidationError
-from redis.exceptions import RedisError
 from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from hub.addresses import email_key
-from hub.connections import HelpdeskMissing
+from hub.connections import TROUBLE
 from hub.connections import open_helpdesk
 from hub.contracts import Metric
 from hub.crypto import SecretsUnreadable
@@ -71,10 +70,6 @@ DISTRIBUTIONS = (
     ("email-link", "Email signature link", "A rating link in every agent reply.", False),
     ("widget", "Website widget", "Ask visitors on your site.", False),
 )
-#: What reading the helpdesk from a page may run into, shown as a sentence: the
-#: helpdesk's own errors, a missing plugin, a refused URL, a key the current secret
-#: cannot decrypt, Redis (the shared rate budget) away.
-TROUBLE = (HelpdeskError, HelpdeskMissing, ValueError, SecretsUnreadable, RedisError)
 #: The most tickets a dry-run preview lists (the counts cover all of them).
 PREVIEW_ROWS = 200
 MAX_LOOKBACK_DAYS = 90

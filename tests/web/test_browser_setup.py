@@ -96,6 +96,17 @@ class Visit:
             self.problems[name] = found
 
 
+def first_admin(app, base: str, page) -> None:
+    """Create the first admin from the link `surveyhub run` prints, as a person would."""
+    with app.app_context(), app.test_request_context():
+        page.goto(first_admin_url(app, base))
+    page.get_by_label("Your name").fill("Ann Admin")
+    page.get_by_label("Email").fill("ann@example.com")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Repeat password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+
+
 def link_in(message, pattern: str) -> str:
     body = message.get_body(("plain",)) if message.is_multipart() else message
     return re.search(pattern, body.get_content()).group(0)
@@ -103,19 +114,10 @@ def link_in(message, pattern: str) -> str:
 
 def test_the_seed_steps_in_a_browser(hub, sandbox, smtp_server, browser, tmp_path):  # noqa: F811
     app, base, env = hub
-    with app.app_context(), app.test_request_context():
-        setup_link = first_admin_url(app, base)
     context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
     page = context.new_page()
     visit = Visit(page, 1280)
-
-    # The first admin, from the link `surveyhub run` prints.
-    page.goto(setup_link)
-    page.get_by_label("Your name").fill("Ann Admin")
-    page.get_by_label("Email").fill("ann@example.com")
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_label("Repeat password").fill(PASSWORD)
-    page.get_by_role("button", name="Create account").click()
+    first_admin(app, base, page)
     visit.check("overview")
 
     # 1. NPS in the left menu, Start NPS.
@@ -269,17 +271,10 @@ def test_the_seed_steps_in_a_browser(hub, sandbox, smtp_server, browser, tmp_pat
 def test_the_wizard_fits_a_phone(hub, sandbox, browser):  # noqa: F811
     """The set-up steps at 360 px: nothing wider than the screen, nothing axe finds."""
     app, base, _ = hub
-    with app.app_context(), app.test_request_context():
-        setup_link = first_admin_url(app, base)
     context = browser.new_context(viewport={"width": 360, "height": 800}, bypass_csp=True)
     page = context.new_page()
     visit = Visit(page, 360)
-    page.goto(setup_link)
-    page.get_by_label("Your name").fill("Ann Admin")
-    page.get_by_label("Email").fill("ann@example.com")
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_label("Repeat password").fill(PASSWORD)
-    page.get_by_role("button", name="Create account").click()
+    first_admin(app, base, page)
     visit.check("overview")
     page.goto(f"{base}/metrics/nps")
     visit.check("metric-nps")

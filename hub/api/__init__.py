@@ -1,0 +1,45 @@
+"""The REST API at /api/v1 (flask-smorest): resources, token auth, problem+json errors,
+and the OpenAPI document generated from the marshmallow schemas."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask import request
+from flask_smorest import Api
+
+PREFIX = "/api/v1"
+
+
+class HubApi(Api):
+    """flask-smorest's Api whose error pages stay inside the API: the web UI keeps its
+    own HTML error pages."""
+
+    def _register_error_handlers(self):
+        pass  # on the API's blueprints (hub.api.resources) and for /api paths (hub.web)
+
+
+def is_api_request() -> bool:
+    """Whether the current request is for the API (its errors are problem+json)."""
+    return request.path == PREFIX or request.path.startswith(PREFIX + "/")
+
+
+def init_api(app: Flask) -> HubApi:
+    """Mount the API and serve `/api/v1/openapi.json`."""
+    from hub.api.resources import BLUEPRINTS
+
+    app.config.setdefault("API_TITLE", "SurveyHub API")
+    app.config.setdefault("API_VERSION", "v1")
+    app.config.setdefault("OPENAPI_VERSION", "3.0.3")
+    app.config.setdefault("OPENAPI_URL_PREFIX", PREFIX)
+    app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
+    app.config.setdefault(
+        "API_SPEC_OPTIONS",
+        {
+            "components": {"securitySchemes": {"token": {"type": "http", "scheme": "bearer"}}},
+            "security": [{"token": []}],
+        },
+    )
+    api = HubApi(app)
+    for blueprint in BLUEPRINTS:
+        api.register_blueprint(blueprint)
+    return api
