@@ -78,6 +78,7 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict[str, An
         "HUB_WRITEBACK_GRACE": _number(environ, "HUB_WRITEBACK_GRACE", 120, float),
         "HUB_STOP_TIMEOUT": _number(environ, "HUB_STOP_TIMEOUT", 15, float),
         "HUB_LOG_LEVEL": environ.get("HUB_LOG_LEVEL") or "INFO",
+        "HUB_API_RATE_LIMIT": environ.get("HUB_API_RATE_LIMIT") or "600 per minute",
         "SMTP_HOST": environ.get("HUB_SMTP_HOST") or "",
         "SMTP_PORT": _number(environ, "HUB_SMTP_PORT", 25, int),
         "SMTP_USER": environ.get("HUB_SMTP_USER") or "",

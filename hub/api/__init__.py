@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from flask import Flask
 from flask import request
+from flask_limiter.util import get_remote_address
 from flask_smorest import Api
 
+from hub.tokens import TOKEN
+
 PREFIX = "/api/v1"
+#: Requests one token (or, without one, one client address) may make.
+API_RATE_LIMIT = "600 per minute"
 
 
 class HubApi(Api):
@@ -40,6 +45,16 @@ def init_api(app: Flask) -> HubApi:
         },
     )
     api = HubApi(app)
+    limiter = app.extensions["hub"].limiter
+    limit = app.config.get("HUB_API_RATE_LIMIT") or API_RATE_LIMIT
     for blueprint in BLUEPRINTS:
+        limiter.limit(limit, key_func=rate_key, scope="api")(blueprint)
         api.register_blueprint(blueprint)
     return api
+
+
+def rate_key() -> str:
+    """Whose requests a rate limit counts: the token's (by its public prefix; checked
+    before the token itself is), else the client address's."""
+    found = TOKEN.fullmatch(request.headers.get("Authorization", "").removeprefix("Bearer "))
+    return f"api-token:{found.group(1)}" if found else f"api-client:{get_remote_address()}"

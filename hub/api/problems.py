@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 from flask import Response
+from flask import current_app
 from flask import json
 from werkzeug.exceptions import HTTPException
 
@@ -44,4 +47,9 @@ def from_http_exception(error: HTTPException) -> Response:
     headers = dict(data.get("headers") or {})
     if error.code == 405 and error.valid_methods:
         headers["Allow"] = ", ".join(error.valid_methods)
+    if error.code == 429:
+        limit = getattr(current_app.extensions["hub"].limiter, "current_limit", None)
+        wait = max(1, math.ceil(limit.reset_at - time.time())) if limit is not None else 60
+        headers["Retry-After"] = str(wait)
+        detail = f"Too many requests with this token; try again in {wait} seconds."
     return problem(error.code or 500, error.name, detail, errors, **headers)

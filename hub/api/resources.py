@@ -21,21 +21,29 @@ from hub.api.problems import from_http_exception
 from hub.api.schemas import ActivateSchema
 from hub.api.schemas import RatingPageSchema
 from hub.api.schemas import RatingQuerySchema
+from hub.api.schemas import StatsQuerySchema
+from hub.api.schemas import StatsSchema
 from hub.api.schemas import SurveySchema
 from hub.connections import TROUBLE
 from hub.extensions import csrf
 from hub.extensions import db
+from hub.funnel import DayRange
+from hub.funnel import count_funnel
 from hub.models import Delivery
 from hub.models import Rating
 from hub.models import Survey
 from hub.pipeline.activation import ActivationFailed
 from hub.pipeline.activation import activate
 from hub.pipeline.activation import deactivate
+from hub.reports import Period
+from hub.reports import Scope
+from hub.reports import build_report
 from hub.surveys import MetricMissing
 
 surveys = Blueprint("api_surveys", __name__, url_prefix="/api/v1/surveys", description="Surveys")
 ratings = Blueprint("api_ratings", __name__, url_prefix="/api/v1/ratings", description="Ratings")
-BLUEPRINTS = (surveys, ratings)
+stats = Blueprint("api_stats", __name__, url_prefix="/api/v1/stats", description="Stats")
+BLUEPRINTS = (surveys, ratings, stats)
 for _blueprint in BLUEPRINTS:
     _blueprint.before_request(authenticate)
     _blueprint.register_error_handler(HTTPException, from_http_exception)
@@ -178,3 +186,57 @@ class Ratings(MethodView):
         more = len(rows) > args["limit"]
         last = rows[args["limit"] - 1][0].id if more else None
         return {"items": items, "next_cursor": _cursor(last) if more else None}
+
+
+@stats.route("")
+class Stats(MethodView):
+    @stats.arguments(StatsQuerySchema, location="query")
+    @stats.response(200, StatsSchema)
+    def get(self, args):
+        """The numbers of the report page for one survey (`survey`) or all surveys of a
+        metric (`metric`): a score per scale with n, margin and formula, the response
+        rate, and for a survey its coverage funnel. Days are UTC; without `from`/`to`,
+        all time."""
+        _admin_only()
+        if ("survey" in args) == ("metric" in args):
+            abort(422, message="Give either survey or metric.", errors={"survey": ["or metric"]})
+        registry = current_app.extensions["hub"].registry
+        survey = _survey(args["survey"]) if "survey" in args else None
+        key = survey.metric if survey else args["metric"]
+        metric = registry.metrics.get(key)
+        if metric is None:
+            abort(404, message=f"No installed plugin provides the metric '{key}'.")
+        period = Period(args.get("since"), args.get("until"))
+        scope = Scope(key, survey_id=survey.id if survey else None)
+        scales = [survey.scale] if survey else []
+        report = build_report(metric, scope, period, scales, by_agent=False)
+        funnel = None
+        if survey is not None:
+            counted = count_funnel(survey.id, DayRange(period.start, period.end))
+            funnel = {
+                "stages": counted.stages,
+                "skipped": {reason or "": n for reason, n in counted.skipped.items()},
+                "not_sent": counted.not_sent,
+            }
+        return {
+            "metric": key,
+            "survey_id": survey.id if survey else None,
+            "scores": [
+                {
+                    "scale": part.scale,
+                    "value": part.score.value,
+                    "unit": part.score.unit,
+                    "n": part.score.n,
+                    "margin": part.score.margin,
+                    "formula": part.score.formula,
+                    "groups": part.score.groups,
+                }
+                for part in report.parts
+            ],
+            "response_rate": {
+                "sent": report.response.sent,
+                "rated": report.response.rated,
+                "rate": report.response.rate,
+            },
+            "funnel": funnel,
+        }

@@ -64,3 +64,40 @@ class RatingQuerySchema(Schema):
     until = fields.Date(data_key="to", metadata={"description": "Last UTC day, included."})
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,24}$"))
+
+
+class StatsQuerySchema(Schema):
+    survey = fields.Integer(validate=validate.Range(min=1, max=MAX_ID))
+    metric = fields.String(validate=validate.Length(min=1, max=50))
+    since = fields.Date(data_key="from", metadata={"description": "First UTC day."})
+    until = fields.Date(data_key="to", metadata={"description": "Last UTC day, included."})
+
+
+class ScoreSchema(Schema):
+    scale = fields.Integer()
+    value = fields.Float(allow_none=True)
+    unit = fields.String()
+    n = fields.Integer()
+    margin = fields.Float(allow_none=True, metadata={"description": "95% margin of error."})
+    formula = fields.String()
+    groups = fields.Dict(keys=fields.String(), values=fields.Integer())
+
+
+class ResponseRateSchema(Schema):
+    sent = fields.Integer()
+    rated = fields.Integer()
+    rate = fields.Float(allow_none=True, metadata={"description": "Percent."})
+
+
+class FunnelSchema(Schema):
+    stages = fields.Dict(keys=fields.String(), values=fields.Integer())
+    skipped = fields.Dict(keys=fields.String(), values=fields.Integer())
+    not_sent = fields.Dict(keys=fields.String(), values=fields.Integer())
+
+
+class StatsSchema(Schema):
+    metric = fields.String()
+    survey_id = fields.Integer(allow_none=True)
+    scores = fields.List(fields.Nested(ScoreSchema))
+    response_rate = fields.Nested(ResponseRateSchema)
+    funnel = fields.Nested(FunnelSchema, allow_none=True)

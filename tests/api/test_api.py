@@ -203,3 +203,60 @@ def test_the_openapi_document_is_generated_from_the_schemas(app):
     parameters = {p["name"] for p in document["paths"]["/api/v1/ratings"]["get"]["parameters"]}
     assert {"survey", "metric", "agent", "group", "from", "to", "limit", "cursor"} <= parameters
     assert document["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
+
+
+def test_stats_equal_the_metric_formula_and_the_funnel_the_table(app, admin_id):
+    values = [10, 9, 9, 7, 3, 0]
+    for value in values:
+        add_rating(app, value)
+    with app.app_context():
+        survey_id = db.session.execute(select(Survey.id)).scalar_one()
+        db.session.add(
+            Delivery(survey_id=survey_id, ticket_id="skip-1", state="skipped",
+                     skip_reason="wrong channel")
+        )  # fmt: skip
+        db.session.commit()
+        expected = app.extensions["hub"].registry.metrics["nps"].score(values, 11)
+    client = app.test_client()
+    headers = bearer(token_for(app, admin_id))
+    stats = client.get(f"/api/v1/stats?survey={survey_id}", headers=headers).json
+    [score] = stats["scores"]
+    assert (score["value"], score["n"], score["margin"]) == (
+        expected.value,
+        expected.n,
+        expected.margin,
+    )
+    assert stats["funnel"]["stages"]["seen"] == len(values) + 1
+    assert stats["funnel"]["stages"]["rated"] == len(values)
+    assert stats["funnel"]["skipped"]["wrong channel"] == 1
+    by_metric = client.get("/api/v1/stats?metric=nps", headers=headers).json
+    assert by_metric["scores"][0]["value"] == expected.value and by_metric["funnel"] is None
+    empty = client.get("/api/v1/stats?metric=ces", headers=headers).json
+    assert empty["scores"][0]["n"] == 0 if empty["scores"] else empty["scores"] == []
+    for query in ("", "survey=1&metric=nps", "metric=nope", "survey=999"):
+        response = client.get(f"/api/v1/stats?{query}", headers=headers)
+        assert response.status_code in (404, 422), query
+        assert response.mimetype == "application/problem+json"
+
+
+def test_each_token_has_its_own_rate_limit(tmp_path, database_url):
+    from flask_migrate import upgrade
+
+    from hub.app import create_app
+    from tests.conftest import make_config
+
+    app = create_app(make_config(tmp_path, database_url, HUB_API_RATE_LIMIT="3 per minute"))
+    with app.app_context():
+        upgrade()
+    admin = add_person(app, "admin@example.com", Role.ADMIN.value)
+    first, second = token_for(app, admin), token_for(app, admin)
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get("/api/v1/surveys", headers=bearer(first)).status_code == 200
+    limited = client.get("/api/v1/surveys", headers=bearer(first))
+    assert limited.status_code == 429 and limited.mimetype == "application/problem+json"
+    assert int(limited.headers["Retry-After"]) > 0
+    assert client.get("/api/v1/surveys", headers=bearer(second)).status_code == 200
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
