@@ -11,6 +11,8 @@ from flask_smorest import Api
 from hub.tokens import TOKEN
 
 PREFIX = "/api/v1"
+#: The modules whose `BLUEPRINTS` make up the API, in the order the document lists them.
+MODULES = ("hub.api.surveys", "hub.api.ratings", "hub.api.stats")
 #: Requests one token (or, without one, one client address) may make.
 API_RATE_LIMIT = "600 per minute"
 
@@ -20,7 +22,7 @@ class HubApi(Api):
     own HTML error pages."""
 
     def _register_error_handlers(self):
-        pass  # on the API's blueprints (hub.api.resources) and for /api paths (hub.web)
+        pass  # on the API's blueprints (hub.api.base) and for /api paths (hub.web)
 
 
 def is_api_request() -> bool:
@@ -30,7 +32,7 @@ def is_api_request() -> bool:
 
 def init_api(app: Flask) -> HubApi:
     """Mount the API and serve `/api/v1/openapi.json`."""
-    from hub.api.resources import BLUEPRINTS
+    from importlib import import_module
 
     app.config.setdefault("API_TITLE", "SurveyHub API")
     app.config.setdefault("API_VERSION", "v1")
@@ -47,7 +49,8 @@ def init_api(app: Flask) -> HubApi:
     api = HubApi(app)
     limiter = app.extensions["hub"].limiter
     limit = app.config.get("HUB_API_RATE_LIMIT") or API_RATE_LIMIT
-    for blueprint in BLUEPRINTS:
+    blueprints = [bp for name in MODULES for bp in import_module(name).BLUEPRINTS]
+    for blueprint in blueprints:
         limiter.limit(limit, key_func=rate_key, scope="api")(blueprint)
         api.register_blueprint(blueprint)
     return api
