@@ -23,12 +23,14 @@ from rq.registry import ScheduledJobRegistry
 from rq.registry import StartedJobRegistry
 from sqlalchemy import select
 
+from hub.connections import MISSING_PREFIX
+from hub.connections import WARNING_PREFIX
 from hub.connections import HelpdeskMissing
+from hub.connections import check_message
 from hub.connections import open_helpdesk
 from hub.crypto import SecretsUnreadable
 from hub.extensions import db
 from hub.health import redact_url
-from hub.helpdesk import ConnectionCheck
 from hub.helpdesk import HelpdeskError
 from hub.jobs import HEARTBEAT_KEY
 from hub.jobs import QUEUES
@@ -52,8 +54,6 @@ FAILED_SHOWN = 50
 #: expires TTL + 60 s after the last one; older than that, the worker is gone.
 WORKER_ALIVE_SECONDS = DEFAULT_WORKER_TTL + 60
 #: Line prefixes in a connection's status message that the page highlights.
-WARNING_PREFIX = "Warning: "
-MISSING_PREFIX = "Missing roles: "
 
 
 @dataclass(frozen=True)
@@ -392,16 +392,6 @@ def check_connection(connection: Connection) -> bool:
     connection.status_message = _without_secrets("\n".join(lines), connection)
     db.session.commit()
     return status is ConnectionStatus.CONNECTED
-
-
-def check_message(check: ConnectionCheck) -> str:
-    """A connection's status message after a check: the account and key, then one
-    "Warning: " line per warning and a "Missing roles: " line (the page highlights both)."""
-    lines = [f"Connected to {check.account} with the key '{check.key_name}'."]
-    lines += [f"{WARNING_PREFIX}{warning}" for warning in check.warnings]
-    if check.missing_roles:
-        lines.append(f"{MISSING_PREFIX}{', '.join(check.missing_roles)}")
-    return "\n".join(lines)
 
 
 def _sentence(exc: BaseException) -> str:

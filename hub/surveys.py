@@ -11,7 +11,9 @@ from marshmallow import fields
 from marshmallow import validate
 
 from hub.contracts import Metric
+from hub.extensions import db
 from hub.i18n import LANGUAGES
+from hub.models import Connection
 from hub.models import Survey
 
 BRAND_COLOR = "#2f5bea"
@@ -212,3 +214,30 @@ def effective_settings(metric: Metric, stored: dict[str, Any]) -> dict[str, Any]
     merged = defaults(metric, stored.get("company_name") or "our team")
     merged.update(SurveySettingsSchema().load(stored))
     return merged
+
+
+def company_guess(account: str) -> str:
+    """A first guess at the company name from the helpdesk account ("acme.kustomerapp.com"
+    gives "Acme"); the admin sets the real one in the trigger settings."""
+    label = account.split(".")[0].split(":")[0]
+    return label.capitalize() if label.isalpha() else "our team"
+
+
+def new_survey(
+    metric: Metric,
+    name: str,
+    scale: int,
+    connection: Connection,
+    settings: dict[str, Any] | None = None,
+) -> Survey:
+    """A new, inactive survey of `metric` on `connection` (added to the session, not
+    committed); settings not given take the defaults."""
+    survey = Survey(
+        connection=connection,
+        metric=metric.key,
+        scale=scale,
+        name=name,
+        settings={"company_name": company_guess(connection.name), **(settings or {})},
+    )
+    db.session.add(survey)
+    return survey

@@ -130,11 +130,3 @@ def read_form(schema: Schema, form: Mapping[str, str]) -> dict[str, Any]:
         elif field.allow_none:
             data[name] = None
     return data
-
-
-def first_field(schema: Schema, secret: bool) -> str:
-    """The first secret (or first non-secret) field: where a connection error is shown."""
-    for name, field in schema.fields.items():
-        if bool(field.metadata.get("secret")) == secret:
-            return name
-    return next(iter(schema.fields))

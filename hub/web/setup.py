@@ -4,7 +4,6 @@ connect, agents, trigger settings and activation; and the agents page."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint
@@ -23,31 +22,28 @@ from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from hub.addresses import email_key
+from hub.agents import archive
+from hub.agents import helpdesk_agents
+from hub.agents import invite_agents
+from hub.agents import restore
 from hub.connections import TROUBLE
-from hub.connections import open_helpdesk
+from hub.connections import checked_connection
+from hub.connections import first_field
 from hub.contracts import Metric
 from hub.crypto import SecretsUnreadable
 from hub.emails import preview_email
 from hub.extensions import db
-from hub.helpdesk import Agent
-from hub.helpdesk import BadCredentials
 from hub.helpdesk import Helpdesk
-from hub.helpdesk import HelpdeskContext
-from hub.helpdesk import HelpdeskError
-from hub.helpdesk import MissingPermission
-from hub.invitations import agent_account
 from hub.invitations import send_invitations
 from hub.models import Connection
-from hub.models import ConnectionStatus
 from hub.models import Rating
 from hub.models import Role
 from hub.models import Survey
 from hub.models import User
 from hub.models import UserStatus
-from hub.operations import check_message
 from hub.pipeline.activation import ActivationFailed
 from hub.pipeline.activation import activate as activate_survey
+from hub.pipeline.activation import attribute_change_errors
 from hub.pipeline.activation import deactivate as deactivate_survey
 from hub.pipeline.scan import scan_survey
 from hub.reports import COUNTS_BY_PERSON
@@ -55,9 +51,9 @@ from hub.surveys import MetricMissing
 from hub.surveys import SurveySettingsSchema
 from hub.surveys import effective_settings
 from hub.surveys import metric_of
+from hub.surveys import new_survey
 from hub.web.access import admin_required
 from hub.web.forms import field_views
-from hub.web.forms import first_field
 from hub.web.forms import read_form
 
 bp = Blueprint("setup", __name__)
@@ -209,23 +205,8 @@ def _helpdesk_class(key: str) -> type[Helpdesk]:
     return connector
 
 
-def _company(account: str) -> str:
-    """A first guess at the company name from the helpdesk account ("acme.kustomerapp.com"
-    gives "Acme"); the admin sets the real one in the trigger settings."""
-    label = account.split(".")[0].split(":")[0]
-    return label.capitalize() if label.isalpha() else "our team"
-
-
 def _new_survey(metric: Metric, draft: dict[str, Any], connection: Connection) -> Survey:
-    survey = Survey(
-        connection=connection,
-        metric=metric.key,
-        scale=int(draft["scale"]),
-        name=draft["name"],
-        settings={"company_name": _company(connection.name)},
-    )
-    db.session.add(survey)
-    return survey
+    return new_survey(metric, draft["name"], int(draft["scale"]), connection)
 
 
 @bp.route("/metrics/<key>/new/connect/<helpdesk>", methods=["GET", "POST"])
@@ -269,41 +250,10 @@ def connect(key: str, helpdesk: str):
 def _verified_connection(
     connector_class: type[Helpdesk], values: dict[str, Any]
 ) -> tuple[Connection | None, dict[str, list[str]]]:
-    """A new connection (not committed) when the helpdesk accepts the credentials,
-    else the reasons keyed by the field they concern."""
-    schema = connector_class.settings_schema()
-    secret_names = connector_class.secret_fields()
-    public = {k: v for k, v in values.items() if k not in secret_names}
-    secrets = {k: v for k, v in values.items() if k in secret_names}
-    key_field = first_field(schema, secret=True)
-    place_field = first_field(schema, secret=False)
-    context = HelpdeskContext(allowed_urls=tuple(current_app.config["HUB_ALLOWED_HELPDESK_URLS"]))
-    try:
-        check = connector_class(public, secrets, context).verify()
-    except (BadCredentials, MissingPermission) as exc:
-        return None, {key_field: [str(exc)]}
-    except (HelpdeskError, ValueError) as exc:
-        return None, {place_field: [str(exc)]}
-    if check.missing_roles:
-        return None, {
-            key_field: [
-                "This key lacks roles the hub needs: "
-                + ", ".join(check.missing_roles)
-                + ". Create a key with these roles and paste it here."
-            ]
-        }
-    for warning in check.warnings:
+    checked = checked_connection(connector_class, values)
+    for warning in checked.warnings:
         flash(warning, "warning")
-    connection = Connection(
-        helpdesk=connector_class.key,
-        name=check.account,
-        settings=public,
-        status=ConnectionStatus.CONNECTED.value,
-        status_message=check_message(check),
-    )
-    connection.set_secrets(secrets)
-    db.session.add(connection)
-    return connection, {}
+    return checked.connection, checked.errors
 
 
 @bp.route("/connections/<int(max=2147483647):connection_id>/edit", methods=["GET", "POST"])
@@ -376,48 +326,12 @@ def use_connection(key: str, connection_id: int):
 # -- agents ----------------------------------------------------------------------------
 
 
-@dataclass
-class AgentRow:
-    id: str
-    name: str
-    email: str
-    account: User | None
-
-
-def _helpdesk_agents(connection: Connection) -> tuple[list[AgentRow], str]:
-    """The helpdesk's human users beside their hub accounts, or an error to show."""
-    try:
-        found = list(open_helpdesk(connection).agents())
-    except TROUBLE as exc:
-        return [], str(exc)
-    emails = [email_key(a.email) for a in found if a.email]
-    accounts = {}
-    if emails:
-        query = select(User).where(User.email.in_(emails))
-        accounts = {u.email: u for u in db.session.execute(query).scalars()}
-    rows = [
-        AgentRow(a.id, a.name, a.email, accounts.get(email_key(a.email))) for a in found if a.email
-    ]
-    return sorted(rows, key=lambda r: (r.name or r.email).lower()), ""
-
-
 def _invite_chosen(connection: Connection, chosen: list[str]) -> None:
-    found, error = _helpdesk_agents(connection)
-    if error:
-        flash(f"Could not read the helpdesk's users: {error}", "error")
+    invited = invite_agents(connection, chosen, current_user.name or current_user.email)
+    if invited.error:
+        flash(f"Could not read the helpdesk's users: {invited.error}", "error")
         return
-    by_id = {row.id: row for row in found}
-    users = []
-    for agent_id in chosen:
-        row = by_id.get(agent_id)
-        if row is None:
-            continue
-        user = agent_account(Agent(row.id, row.name, row.email), connection)
-        if user.status == UserStatus.INVITED:
-            users.append(user)
-    db.session.commit()
-    failed = send_invitations(users, current_user.name or current_user.email)
-    sent = len(users) - len(failed)
+    sent = len(invited.users) - len(invited.failed)
     if sent:
         flash(
             ngettext(
@@ -427,7 +341,7 @@ def _invite_chosen(connection: Connection, chosen: list[str]) -> None:
             ),
             "success",
         )
-    for address, why in failed.items():
+    for address, why in invited.failed.items():
         flash(f"The invitation to {address} was not sent: {why}", "error")
 
 
@@ -439,7 +353,7 @@ def survey_agents(survey_id: int):
     if request.method == "POST":
         _invite_chosen(survey.connection, request.form.getlist("agent"))
         return redirect(url_for("setup.survey", survey_id=survey.id, setup=1))
-    rows, error = _helpdesk_agents(survey.connection)
+    rows, error = helpdesk_agents(survey.connection)
     return render_template(
         "setup/agents_step.html",
         survey=survey,
@@ -462,7 +376,7 @@ def connection_agents(connection_id: int):
     if request.method == "POST":
         _invite_chosen(connection, request.form.getlist("agent"))
         return redirect(url_for("setup.agents"))
-    rows, error = _helpdesk_agents(connection)
+    rows, error = helpdesk_agents(connection)
     return render_template(
         "setup/agents_step.html",
         connection=connection,
@@ -493,9 +407,7 @@ def _agent(user_id: int) -> User:
 def archive_agent(user_id: int):
     """Archive an agent: they cannot sign in; their ratings stay in every report."""
     user = _agent(user_id)
-    user.status = UserStatus.ARCHIVED.value
-    user.end_sessions()
-    db.session.commit()
+    archive(user)
     flash(f"{user.email} is archived; their ratings are kept.", "success")
     return redirect(url_for("setup.agents"))
 
@@ -505,8 +417,7 @@ def archive_agent(user_id: int):
 def restore_agent(user_id: int):
     """Let an archived agent sign in again (or be invited, if they never set a password)."""
     user = _agent(user_id)
-    user.status = (UserStatus.ACTIVE if user.password_hash else UserStatus.INVITED).value
-    db.session.commit()
+    restore(user)
     flash(f"{user.email} is restored.", "success")
     return redirect(url_for("setup.agents"))
 
@@ -554,7 +465,7 @@ def survey(survey_id: int):
         if not name:
             name_error = "Give the survey a name."
         if not errors and not name_error:
-            errors = _prepare_new_attribute(survey, metric, loaded)
+            errors = attribute_change_errors(survey, loaded)
         if not errors and not name_error:
             # Saving settings never changes whether the trigger is active.
             survey.settings = loaded
@@ -583,23 +494,6 @@ def survey(survey_id: int):
         steps=STEPS,
         max_lookback=MAX_LOOKBACK_DAYS,
     ), (422 if errors or name_error else 200)
-
-
-def _prepare_new_attribute(survey: Survey, metric: Metric, loaded: dict[str, Any]):
-    """An active survey that writes to another attribute from now on: define it in the
-    helpdesk first (as activation does), or say why it cannot be."""
-    new = loaded.get("attribute_name")
-    try:
-        old = effective_settings(metric, survey.settings or {})["attribute_name"]
-    except ValidationError:
-        old = None
-    if not survey.active or not new or new == old:
-        return {}
-    try:
-        open_helpdesk(survey.connection).prepare(new, f"{metric.title} score (SurveyHub)")
-    except TROUBLE as exc:
-        return {"attribute_name": [f"The helpdesk could not define this attribute: {exc}"]}
-    return {}
 
 
 def _lookback() -> int | None:
