@@ -3,16 +3,28 @@ and the OpenAPI document generated from the marshmallow schemas."""
 
 from __future__ import annotations
 
+import http
+
 from flask import Flask
 from flask import request
 from flask_limiter.util import get_remote_address
 from flask_smorest import Api
+from flask_smorest.utils import prepare_response
 
+from hub.api.problems import PROBLEM
+from hub.api.schemas import ProblemSchema
 from hub.tokens import TOKEN
 
 PREFIX = "/api/v1"
 #: The modules whose `BLUEPRINTS` make up the API, in the order the document lists them.
-MODULES = ("hub.api.surveys", "hub.api.ratings", "hub.api.stats")
+MODULES = (
+    "hub.api.surveys",
+    "hub.api.connections",
+    "hub.api.agents",
+    "hub.api.ratings",
+    "hub.api.deliveries",
+    "hub.api.stats",
+)
 #: Requests one token (or, without one, one client address) may make.
 API_RATE_LIMIT = "600 per minute"
 
@@ -21,8 +33,23 @@ class HubApi(Api):
     """flask-smorest's Api whose error pages stay inside the API: the web UI keeps its
     own HTML error pages."""
 
+    #: Errors are RFC 9457 problems; the generated document says so for every status.
+    ERROR_SCHEMA = ProblemSchema
+
     def _register_error_handlers(self):
         pass  # on the API's blueprints (hub.api.base) and for /api paths (hub.web)
+
+    def _register_responses(self):
+        # flask-smorest documents its own JSON errors; ours are problem+json.
+        for status in http.HTTPStatus:
+            response: dict = {"description": status.phrase}
+            if not (100 <= status < 200) and status not in (204, 304):
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, PROBLEM)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "An error, as a problem", "schema": self.ERROR_SCHEMA}
+        prepare_response(response, self.spec, PROBLEM)
+        self.spec.components.response("DEFAULT_ERROR", response, lazy=True)
 
 
 def is_api_request() -> bool:
@@ -47,6 +74,7 @@ def init_api(app: Flask) -> HubApi:
         },
     )
     api = HubApi(app)
+    app.extensions["hub_api"] = api
     limiter = app.extensions["hub"].limiter
     limit = app.config.get("HUB_API_RATE_LIMIT") or API_RATE_LIMIT
     blueprints = [bp for name in MODULES for bp in import_module(name).BLUEPRINTS]

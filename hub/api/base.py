@@ -3,6 +3,9 @@ problem+json, the admin-only check and loading a survey or answering 404."""
 
 from __future__ import annotations
 
+import base64
+from typing import Any
+
 from flask import g
 from flask_smorest import Blueprint
 from flask_smorest import abort
@@ -37,3 +40,32 @@ def survey_or_404(survey_id: int) -> Survey:
     if survey is None:
         abort(404, message=f"There is no survey {survey_id}.")
     return survey
+
+
+def page_cursor(last_id: int, kind: str = "r") -> str:
+    """An opaque cursor that continues after the row `last_id` (of a `kind` of list)."""
+    return base64.urlsafe_b64encode(f"{kind}{last_id}".encode()).decode().rstrip("=")
+
+
+def read_cursor(cursor: str, kind: str = "r") -> int:
+    """The id a cursor of this `kind` continues after; 422 for one this API did not give."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raw = ""
+    digits = raw[len(kind) :]
+    if not raw.startswith(kind) or not digits.isascii() or not digits.isdigit():
+        abort(422, message="The cursor is not one this API gave.", errors={"cursor": ["bad"]})
+    if int(digits) > 2**63 - 1:
+        abort(422, message="The cursor is not one this API gave.", errors={"cursor": ["bad"]})
+    return int(digits)
+
+
+def stream_doc(content_type: str, description: str) -> dict[str, Any]:
+    """The OpenAPI `responses` of a streamed download (text, no JSON schema)."""
+    return {
+        "200": {
+            "description": description,
+            "content": {content_type: {"schema": {"type": "string"}}},
+        }
+    }

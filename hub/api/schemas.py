@@ -3,11 +3,34 @@ OpenAPI document is generated from these)."""
 
 from __future__ import annotations
 
+from marshmallow import RAISE
 from marshmallow import Schema
 from marshmallow import fields
 from marshmallow import validate
 
+from hub.models import DeliveryState
+from hub.pipeline.decide import REASONS
+from hub.surveys import SurveySettingsSchema
+
 MAX_ID = 2**31 - 1
+ID = validate.Range(min=1, max=MAX_ID)
+#: A name on one line (no control characters).
+ONE_LINE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Use a single line of text.")
+#: Ids and keys as helpdesks give them: printable ASCII.
+PRINTABLE = validate.Regexp(r"^[\x20-\x7e]+$", error="Use printable ASCII characters.")
+
+
+class ProblemSchema(Schema):
+    """An error (RFC 9457 problem details)."""
+
+    type = fields.String(metadata={"description": "about:blank"})
+    status = fields.Integer()
+    title = fields.String()
+    detail = fields.String()
+    errors = fields.Dict(
+        keys=fields.String(),
+        metadata={"description": "Invalid input: the messages per field."},
+    )
 
 
 class SurveySchema(Schema):
@@ -20,6 +43,70 @@ class SurveySchema(Schema):
     activated_at = fields.DateTime(allow_none=True)
     last_scan_at = fields.DateTime(allow_none=True)
     last_scan_error = fields.String()
+    settings = fields.Dict(
+        keys=fields.String(),
+        metadata={"description": "The trigger and email settings, defaults filled in."},
+    )
+
+
+class SettingsInputSchema(SurveySettingsSchema):
+    """Trigger and email settings as the API takes them: unknown keys are refused."""
+
+    class Meta:
+        unknown = RAISE
+
+
+class SettingsPatchSchema(SettingsInputSchema):
+    """Some of the settings: those given change."""
+
+
+class SurveyCreateSchema(Schema):
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=200), ONE_LINE])
+    metric = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=50),
+        metadata={"description": "An installed metric's key: nps, csat, ces…"},
+    )
+    scale = fields.Integer(
+        validate=validate.Range(min=2, max=11),
+        metadata={"description": "One of the metric's scales; its default without."},
+    )
+    connection_id = fields.Integer(required=True, validate=ID)
+    settings = fields.Nested(SettingsInputSchema, metadata={"description": "Over the defaults."})
+
+
+class SurveyUpdateSchema(Schema):
+    name = fields.String(validate=[validate.Length(min=1, max=200), ONE_LINE])
+    settings = fields.Nested(
+        SettingsPatchSchema(partial=True),
+        metadata={"description": "Only the settings given change; the trigger stays as it is."},
+    )
+
+
+class DryRunInputSchema(Schema):
+    lookback_days = fields.Integer(
+        load_default=7,
+        validate=validate.Range(min=0, max=90),
+        metadata={"description": "Preview the tickets resolved in the last N days."},
+    )
+
+
+class DecisionSchema(Schema):
+    ticket_id = fields.String()
+    requester_email = fields.String(allow_none=True)
+    resolved_at = fields.DateTime(allow_none=True)
+    send = fields.Boolean(metadata={"description": "Whether the ticket would get a survey."})
+    skip_reason = fields.String(allow_none=True)
+
+
+class DryRunSchema(Schema):
+    seen = fields.Integer()
+    would_send = fields.Integer()
+    already_decided = fields.Integer()
+    skipped = fields.Dict(keys=fields.String(), values=fields.Integer())
+    tickets = fields.List(
+        fields.Nested(DecisionSchema), metadata={"description": "The first 100 tickets."}
+    )
 
 
 class ActivateSchema(Schema):
@@ -53,17 +140,30 @@ class RatingPageSchema(Schema):
     )
 
 
-class RatingQuerySchema(Schema):
-    survey = fields.Integer(validate=validate.Range(min=1, max=MAX_ID))
+class ExportQuerySchema(Schema):
+    survey = fields.Integer(validate=ID)
     metric = fields.String(validate=validate.Length(min=1, max=50))
     agent = fields.String(
-        validate=[validate.Length(min=1, max=100), validate.Regexp(r"^[\x20-\x7e]+$")]
+        validate=[validate.Length(min=1, max=100), PRINTABLE],
+        metadata={"description": "Helpdesk user id the rating is attributed to."},
     )
-    group = fields.String(validate=validate.Length(min=1, max=30))
+    group = fields.String(
+        validate=validate.Length(min=1, max=30),
+        metadata={"description": "The metric's group, e.g. detractor, promoter, negative."},
+    )
     since = fields.Date(data_key="from", metadata={"description": "First UTC day (YYYY-MM-DD)."})
     until = fields.Date(data_key="to", metadata={"description": "Last UTC day, included."})
+
+
+CURSOR = fields.String(
+    validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,24}$"),
+    metadata={"description": "A `next_cursor` from the previous page."},
+)
+
+
+class RatingQuerySchema(ExportQuerySchema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,24}$"))
+    cursor = CURSOR
 
 
 class StatsQuerySchema(Schema):
@@ -101,3 +201,132 @@ class StatsSchema(Schema):
     scores = fields.List(fields.Nested(ScoreSchema))
     response_rate = fields.Nested(ResponseRateSchema)
     funnel = fields.Nested(FunnelSchema, allow_none=True)
+
+
+class ConnectionSchema(Schema):
+    id = fields.Integer()
+    helpdesk = fields.String()
+    name = fields.String(metadata={"description": "The helpdesk account."})
+    settings = fields.Dict(
+        keys=fields.String(), metadata={"description": "Settings that are not secret."}
+    )
+    status = fields.String()
+    status_message = fields.String()
+    created_at = fields.DateTime()
+
+
+class ConnectionCreateSchema(Schema):
+    helpdesk = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=50), PRINTABLE],
+        metadata={"description": "An installed helpdesk plugin's key, e.g. kustomer."},
+    )
+    settings = fields.Dict(
+        required=True,
+        keys=fields.String(validate=validate.Length(max=100)),
+        metadata={
+            "description": "The helpdesk's connection fields, secrets (API keys) included; "
+            "see the plugin's fields on GET /helpdesks. Secrets are checked with the "
+            "helpdesk, kept encrypted and never returned."
+        },
+    )
+
+
+class HelpdeskFieldSchema(Schema):
+    name = fields.String()
+    label = fields.String()
+    secret = fields.Boolean()
+    required = fields.Boolean()
+    help = fields.String()
+
+
+class HelpdeskSchema(Schema):
+    key = fields.String()
+    title = fields.String()
+    fields = fields.List(fields.Nested(HelpdeskFieldSchema))
+
+
+class HelpdeskUserSchema(Schema):
+    id = fields.String(metadata={"description": "The helpdesk user id."})
+    name = fields.String()
+    email = fields.String()
+    account_id = fields.Integer(allow_none=True, metadata={"description": "The hub user."})
+
+
+class UserSchema(Schema):
+    id = fields.Integer()
+    email = fields.String()
+    name = fields.String()
+    role = fields.String(metadata={"description": "admin or agent"})
+    status = fields.String(metadata={"description": "invited, active or archived"})
+    connection_id = fields.Integer(allow_none=True)
+    helpdesk_user_id = fields.String(allow_none=True)
+    invited_at = fields.DateTime(allow_none=True)
+    last_login_at = fields.DateTime(allow_none=True)
+
+
+class InviteSchema(Schema):
+    connection_id = fields.Integer(required=True, validate=ID)
+    helpdesk_user_ids = fields.List(
+        fields.String(validate=[validate.Length(min=1, max=100), PRINTABLE]),
+        required=True,
+        validate=validate.Length(min=1, max=500),
+        metadata={"description": "Ids from GET /connections/{id}/helpdesk-users."},
+    )
+
+
+class InvitedSchema(Schema):
+    invited = fields.List(fields.Nested(UserSchema))
+    failed = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        metadata={"description": "Address → why the email was not sent."},
+    )
+    unknown = fields.List(fields.String(), metadata={"description": "Ids the helpdesk lacks."})
+
+
+class WriteBackStateSchema(Schema):
+    state = fields.String()
+    attempts = fields.Integer()
+    last_error = fields.String()
+    done_at = fields.DateTime(allow_none=True)
+
+
+class DeliverySchema(Schema):
+    id = fields.Integer()
+    survey_id = fields.Integer()
+    ticket_id = fields.String()
+    requester_email = fields.String(allow_none=True)
+    agent_ref = fields.String(allow_none=True)
+    state = fields.String(metadata={"description": ", ".join(s.value for s in DeliveryState)})
+    skip_reason = fields.String(allow_none=True)
+    error = fields.String()
+    resolved_at = fields.DateTime(allow_none=True)
+    sent_at = fields.DateTime(allow_none=True)
+    opened_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+    rating_id = fields.Integer(allow_none=True)
+    write_back = fields.Nested(
+        WriteBackStateSchema,
+        allow_none=True,
+        metadata={"description": "The rating's latest write-back to the helpdesk."},
+    )
+
+
+class DeliveryExportQuerySchema(Schema):
+    survey = fields.Integer(validate=ID)
+    state = fields.String(validate=validate.OneOf([s.value for s in DeliveryState]))
+    skip_reason = fields.String(validate=validate.OneOf(sorted(REASONS)))
+    agent = fields.String(validate=[validate.Length(min=1, max=100), PRINTABLE])
+    since = fields.Date(data_key="from", metadata={"description": "First UTC day found."})
+    until = fields.Date(data_key="to", metadata={"description": "Last UTC day, included."})
+
+
+class DeliveryQuerySchema(DeliveryExportQuerySchema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = CURSOR
+
+
+class DeliveryPageSchema(Schema):
+    items = fields.List(fields.Nested(DeliverySchema))
+    next_cursor = fields.String(allow_none=True)

@@ -23,6 +23,7 @@ STATIC_DIR = str(Path(__file__).resolve().parent.parent / "static")
 
 def register_web(app: Flask) -> None:
     """Mount the hub's blueprints, login handling and friendly error pages."""
+    from hub.web.api_reference import bp as api_reference_bp
     from hub.web.auth import bp as auth_bp
     from hub.web.deliveries import bp as deliveries_bp
     from hub.web.health import bp as health_bp
@@ -53,6 +54,7 @@ def register_web(app: Flask) -> None:
     app.register_blueprint(deliveries_bp)
     app.register_blueprint(operations_bp)
     app.register_blueprint(tokens_bp)
+    app.register_blueprint(api_reference_bp)
 
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to continue."

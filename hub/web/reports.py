@@ -4,11 +4,7 @@ from the query string and formats for people."""
 
 from __future__ import annotations
 
-import csv
-import io
 import re
-from collections.abc import Iterable
-from collections.abc import Iterator
 from datetime import UTC
 from datetime import date
 from datetime import datetime
@@ -28,6 +24,7 @@ from flask_login import login_required
 from sqlalchemy import select
 
 from hub.contracts import Metric
+from hub.exports import csv_chunks
 from hub.extensions import db
 from hub.models import Survey
 from hub.reports import EXPORT_COLUMNS
@@ -46,8 +43,6 @@ bp = Blueprint("reports", __name__)
 QUICK_DAYS = (7, 30, 90)
 DEFAULT_DAYS = 30
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-#: Cells starting with these are formulas to a spreadsheet (OWASP's CSV injection list).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 #: Group names shown as headings (the metric's own names are singular and lower case).
 GROUP_TITLES = {"promoter": "Promoters", "passive": "Passives", "detractor": "Detractors"}
 SURVEY_ID = "int(max=2147483647)"  # larger ids are no survey (and overflow PostgreSQL)
@@ -332,30 +327,6 @@ def mine():
 # -- CSV -------------------------------------------------------------------------------
 
 
-def csv_cell(value: Any) -> Any:
-    """A cell a spreadsheet shows as text: text starting like a formula gets a leading
-    single quote (customers write the comments; their `=HYPERLINK(...)` must not run)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
-def csv_chunks(rows: Iterable[Iterable[Any]], per_chunk: int = 500) -> Iterator[str]:
-    """The export as CSV text in chunks: a byte-order mark (so spreadsheets read UTF-8),
-    the header, then the rows."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    buffer.write("\ufeff")
-    writer.writerow(EXPORT_COLUMNS)
-    for number, row in enumerate(rows, 1):
-        writer.writerow([csv_cell(value) for value in row])
-        if number % per_chunk == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
-
-
 def _csv_response(metric: Metric, scope: Scope, name: str) -> Response:
     period, _ = period_from_args(request.args, _today())
     args = range_args(period)
@@ -363,7 +334,8 @@ def _csv_response(metric: Metric, scope: Scope, name: str) -> Response:
     filename = re.sub(r"[^A-Za-z0-9_.-]", "_", f"surveyhub-{name}-ratings-{span}.csv")
     rows = rating_rows(metric, scope, period)
     response = Response(
-        stream_with_context(csv_chunks(rows)), content_type="text/csv; charset=utf-8"
+        stream_with_context(csv_chunks(EXPORT_COLUMNS, rows)),
+        content_type="text/csv; charset=utf-8",
     )
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["Cache-Control"] = "no-store"  # customers' addresses and words

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy import text
 
+from hub.exports import csv_cell
 from hub.extensions import db
 from hub.models import Delivery
 from hub.models import Rating
@@ -27,7 +28,6 @@ from hub.reports import Period
 from hub.reports import Scope
 from hub.reports import build_report
 from hub.reports import expand
-from hub.web.reports import csv_cell
 from hub.web.reports import report_margin
 from hub.web.reports import report_score
 from tests.conftest import acme_connection
