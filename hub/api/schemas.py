@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from marshmallow import RAISE
 from marshmallow import Schema
+from marshmallow import ValidationError
 from marshmallow import fields
 from marshmallow import validate
+from marshmallow import validates_schema
 
 from hub.models import DeliveryState
 from hub.pipeline.decide import REASONS
@@ -49,11 +51,27 @@ class SurveySchema(Schema):
     )
 
 
+class StrictBoolean(fields.Boolean):
+    """JSON's true or false only (marshmallow's Boolean also takes 0, 1, "yes"…)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 class SettingsInputSchema(SurveySettingsSchema):
-    """Trigger and email settings as the API takes them: unknown keys are refused."""
+    """Trigger and email settings as the API takes them: unknown keys are refused, and a
+    boolean is JSON's true or false (not 0, 1 or "yes", which forms send)."""
 
     class Meta:
         unknown = RAISE
+
+    def on_bind_field(self, field_name, field_obj):
+        if type(field_obj) is fields.Boolean:  # this schema's own copy of the field
+            field_obj.__class__ = StrictBoolean
+        elif isinstance(field_obj, fields.Integer):
+            field_obj.strict = True  # 2.5 is not a number of days
 
 
 class SettingsPatchSchema(SettingsInputSchema):
@@ -68,23 +86,32 @@ class SurveyCreateSchema(Schema):
         metadata={"description": "An installed metric's key: nps, csat, ces…"},
     )
     scale = fields.Integer(
+        strict=True,
         validate=validate.Range(min=2, max=11),
         metadata={"description": "One of the metric's scales; its default without."},
     )
-    connection_id = fields.Integer(required=True, validate=ID)
+    connection_id = fields.Integer(strict=True, required=True, validate=ID)
     settings = fields.Nested(SettingsInputSchema, metadata={"description": "Over the defaults."})
 
 
 class SurveyUpdateSchema(Schema):
+    """A new name, some settings, or both (at least one)."""
+
     name = fields.String(validate=[validate.Length(min=1, max=200), ONE_LINE])
     settings = fields.Nested(
         SettingsPatchSchema(partial=True),
         metadata={"description": "Only the settings given change; the trigger stays as it is."},
     )
 
+    @validates_schema
+    def _something(self, data, **kwargs):
+        if not data:
+            raise ValidationError("Give a name, settings or both.", "_schema")
+
 
 class DryRunInputSchema(Schema):
     lookback_days = fields.Integer(
+        strict=True,
         load_default=7,
         validate=validate.Range(min=0, max=90),
         metadata={"description": "Preview the tickets resolved in the last N days."},
@@ -111,6 +138,7 @@ class DryRunSchema(Schema):
 
 class ActivateSchema(Schema):
     lookback_days = fields.Integer(
+        strict=True,
         load_default=0,
         validate=validate.Range(min=0, max=90),
         metadata={"description": "Also survey tickets resolved in the last N days."},
@@ -266,7 +294,7 @@ class UserSchema(Schema):
 
 
 class InviteSchema(Schema):
-    connection_id = fields.Integer(required=True, validate=ID)
+    connection_id = fields.Integer(strict=True, required=True, validate=ID)
     helpdesk_user_ids = fields.List(
         fields.String(validate=[validate.Length(min=1, max=100), PRINTABLE]),
         required=True,

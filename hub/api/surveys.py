@@ -128,7 +128,7 @@ class OneSurvey(MethodView):
 
 @surveys.route("/<int(max=2147483647):survey_id>/activate")
 class Activate(MethodView):
-    @surveys.arguments(ActivateSchema)
+    @surveys.arguments(ActivateSchema, required=False)
     @surveys.response(200, SurveySchema)
     def post(self, args, survey_id: int):
         """Prepare the helpdesk and start the survey's trigger (a `write` token)."""
@@ -156,7 +156,7 @@ class Deactivate(MethodView):
 
 @surveys.route("/<int(max=2147483647):survey_id>/dry-run")
 class DryRun(MethodView):
-    @surveys.arguments(DryRunInputSchema)
+    @surveys.arguments(DryRunInputSchema, required=False)
     @surveys.response(200, DryRunSchema)
     def post(self, args, survey_id: int):
         """Which recently resolved tickets would get a survey, and why each other one
