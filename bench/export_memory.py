@@ -1,0 +1,207 @@
+"""Memory of a streamed ratings export: the web process's RSS growth while it streams.
+
+Run: .venv/bin/python bench/export_memory.py [ratings]   (default 1,000,000)
+
+Fills a fresh PostgreSQL schema (DATABASE_URL, else the local `test` database) with
+`ratings` ratings by SQL, serves the hub with gunicorn (one sync worker, as production
+does), warms the worker up with a small export, then downloads
+`GET /api/v1/ratings/export.ndjson` and `export.csv` in full while sampling the
+worker's resident memory. Prints the rows read, the worker's RSS before and at its peak,
+and as the last line the growth against the 50 MiB budget (goal: ratio < 1).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import requests
+from flask_migrate import upgrade
+from sqlalchemy import create_engine
+from sqlalchemy import text
+
+ROOT = Path(__file__).resolve().parent.parent
+BUDGET_MIB = 50
+MIB = 1024 * 1024
+
+
+def postgres_base() -> str:
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith("postgres"):
+        return url.replace("postgresql://", "postgresql+psycopg://", 1)
+    return "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def fill(url: str, ratings: int, secret: str, instance: Path) -> str:
+    """Migrate, add an admin with a read token, a survey and `ratings` rated deliveries;
+    return the token."""
+    os.environ.update(
+        DATABASE_URL=url,
+        HUB_SECRET_KEY=secret,
+        HUB_INSTANCE_PATH=str(instance),
+        HUB_BASE_URL="http://127.0.0.1",
+    )
+    from hub.app import create_app
+    from hub.extensions import db
+    from hub.models import Connection
+    from hub.models import Survey
+    from hub.models import User
+    from hub.tokens import create_token
+
+    app = create_app()
+    with app.app_context():
+        upgrade()
+        admin = User(email="admin@example.com", role="admin", status="active")
+        connection = Connection(helpdesk="kustomer", name="acme", settings={})
+        survey = Survey(connection=connection, metric="nps", scale=11, name="NPS")
+        db.session.add_all([admin, connection, survey])
+        db.session.commit()
+        token = create_token(admin, "bench", "read")[1]
+        # Realistic rows: an address, an agent, a comment of a sentence or so.
+        db.session.execute(
+            text(
+                "INSERT INTO deliveries (id, survey_id, ticket_id, requester_email, "
+                "requester_name, agent_ref, state, error, attempts, created_at, updated_at, "
+                "sent_at) SELECT n, :survey, 'ticket-' || n, 'customer' || n || '@example.com', "
+                "'Customer ' || n, 'agent-' || (n % 40), 'sent', '', 1, "
+                "now() - (n || ' seconds')::interval, now(), now() "
+                "FROM generate_series(1, :n) AS n"
+            ),
+            {"survey": survey.id, "n": ratings},
+        )
+        db.session.execute(
+            text(
+                "INSERT INTO ratings (id, delivery_id, survey_id, agent_ref, value, scale, "
+                "comment, suspected_scanner, created_at, updated_at) SELECT n, n, :survey, "
+                "'agent-' || (n % 40), n % 11, 11, "
+                "CASE WHEN n % 3 = 0 THEN 'Quick and friendly help, thank you! #' || n "
+                "ELSE '' END, false, now() - (n || ' seconds')::interval, now() "
+                "FROM generate_series(1, :n) AS n"
+            ),
+            {"survey": survey.id, "n": ratings},
+        )
+        db.session.commit()
+    return token
+
+
+class Peak:
+    """Samples a process's RSS every few milliseconds until stopped."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.005)
+
+    def __enter__(self) -> Peak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def download(url: str, token: str) -> int:
+    """Read a streamed export to the end; the number of lines."""
+    lines = 0
+    headers = {"Authorization": f"Bearer {token}"}
+    with requests.get(url, headers=headers, stream=True, timeout=600) as response:
+        response.raise_for_status()
+        for chunk in response.iter_content(chunk_size=65536):
+            lines += chunk.count(b"\n")
+    return lines
+
+
+def main() -> None:
+    ratings = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    base = postgres_base()
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    secret = secrets.token_urlsafe(48)
+    server = None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.monotonic()
+            token = fill(url, ratings, secret, Path(tmp))
+            print(f"filled {ratings} ratings in {time.monotonic() - started:.1f} s")
+            port = free_port()
+            env = {**os.environ, "DATABASE_URL": url, "HUB_SECRET_KEY": secret,
+                   "HUB_INSTANCE_PATH": tmp, "HUB_API_RATE_LIMIT": "100000 per minute"}  # fmt: skip
+            server = subprocess.Popen(
+                [str(Path(sys.executable).parent / "gunicorn"), "--workers", "1",
+                 "--timeout", "900", "--bind", f"127.0.0.1:{port}", "wsgi:app"],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            api = f"http://127.0.0.1:{port}/api/v1/ratings"
+            wait_for(f"http://127.0.0.1:{port}/healthz")
+            worker = psutil.Process(server.pid).children()[0]
+            # Warm-up: every module, template and connection a full export uses.
+            download(f"{api}/export.ndjson?from=2999-01-01", token)
+            download(f"{api}/export.csv?from=2999-01-01", token)
+            before = worker.memory_info().rss
+            results = []
+            for kind in ("ndjson", "csv"):
+                started = time.monotonic()
+                with Peak(worker.pid) as peak:
+                    lines = download(f"{api}/export.{kind}", token)
+                seconds = time.monotonic() - started
+                results.append((kind, lines, peak.peak, seconds))
+            for kind, lines, top, seconds in results:
+                print(
+                    f"{kind}: {lines} lines in {seconds:.1f} s "
+                    f"({lines / max(seconds, 1e-9):,.0f} rows/s); worker RSS "
+                    f"{before / MIB:.1f} MiB before, {top / MIB:.1f} MiB at peak "
+                    f"(+{(top - before) / MIB:.1f} MiB)"
+                )
+            growth = max(top for _, _, top, _ in results) - before
+            print(f"growth +{growth / MIB:.1f} MiB, budget {BUDGET_MIB} MiB")
+            print(f"ratio {growth / MIB / BUDGET_MIB:.2f}")
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(url, timeout=5)
+            return
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    main()
