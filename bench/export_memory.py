@@ -29,6 +29,8 @@ from flask_migrate import upgrade
 from sqlalchemy import create_engine
 from sqlalchemy import text
 
+from hub.embedded import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET_MIB = 50
 MIB = 1024 * 1024
@@ -181,14 +183,6 @@ def main() -> None:
         with engine.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(url: str, timeout: float = 60) -> None:

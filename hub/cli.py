@@ -242,6 +242,7 @@ def rotate_secrets() -> None:
 
     from hub.extensions import db
     from hub.models import Connection
+    from hub.models import HubKey
 
     vault = current_app.extensions["hub"].vault
     connections = db.session.execute(
@@ -251,6 +252,9 @@ def rotate_secrets() -> None:
     for connection in connections:
         connection.secrets_encrypted = vault.rotate(connection.secrets_encrypted)
         count += 1
+    # The hub's own keys too (the suppression list's hash key): same values, new cipher.
+    for key in db.session.execute(select(HubKey)).scalars():
+        key.secret_encrypted = vault.rotate(key.secret_encrypted)
     db.session.commit()
     click.echo(
         ngettext(

@@ -145,6 +145,16 @@ class WriteResult:
 
 
 @dataclass(frozen=True)
+class TicketTraces:
+    """What the hub wrote into one ticket for a person being erased: the custom
+    attributes it set and the ids of the notes it posted."""
+
+    ticket_id: str
+    attribute_names: tuple[str, ...] = ()
+    note_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TicketEvent:
     """A webhook event, reduced to what the pipeline acts on."""
 
@@ -186,6 +196,11 @@ class Helpdesk:
         """Names of the settings fields that are secrets."""
         fields = cls.settings_schema().fields
         return [name for name, f in fields.items() if f.metadata.get("secret")]
+
+    def ticket_link(self, ticket: Ticket) -> str | None:
+        """The ticket's page in the helpdesk's web app, for people (alerts, the
+        deliveries log); None when the connector cannot tell."""
+        return None
 
     def verify(self) -> ConnectionCheck:
         """Check the credentials and permissions, without changing anything."""
@@ -251,3 +266,11 @@ class Helpdesk:
         these writes.
         """
         raise NotImplementedError
+
+    def erase(self, traces: Sequence[TicketTraces]) -> list[TicketTraces]:
+        """Remove the hub's notes and attribute values from these tickets (a person is
+        being erased) where the helpdesk's API allows; return what stays in the helpdesk.
+
+        A ticket that no longer exists has nothing left. This default removes nothing.
+        """
+        return list(traces)

@@ -236,6 +236,8 @@ class Delivery(TimestampMixin, db.Model):
     ticket_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When the customer first opened the rating page (for the coverage funnel).
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The ticket's page in the helpdesk's web app, as its connector gave it at the scan.
+    ticket_url: Mapped[str | None] = mapped_column(String(500))
 
     survey: Mapped[Survey] = relationship()
 
@@ -359,11 +361,70 @@ class ApiToken(db.Model):
 
 
 class Suppression(db.Model):
-    """An address that must never be surveyed again (unsubscribed, bounced, erased)."""
+    """An address that must never be surveyed again (unsubscribed, bounced, erased),
+    kept only as a keyed hash of its normal form (`hub.suppressions`)."""
 
     __tablename__ = "suppressions"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
+    email_hash: Mapped[str] = mapped_column(String(64), unique=True)
     reason: Mapped[str] = mapped_column(String(50))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class HubKey(db.Model):
+    """A random key the hub made for itself (e.g. the suppression list's hash key),
+    stored encrypted like helpdesk secrets, so `surveyhub rotate-secrets` carries it
+    over to a new HUB_SECRET_KEY."""
+
+    __tablename__ = "hub_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:  # the key stays out of logs and tracebacks
+        return f"<HubKey {self.name!r}>"
+
+
+class AuditEntry(db.Model):
+    """Something an admin did that must be on record (e.g. erasing a person); its
+    details never hold a customer's address."""
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    action: Mapped[str] = mapped_column(String(50))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    actor: Mapped[User | None] = relationship()
+
+    __table_args__ = (Index("ix_audit_entries_action_created_at", "action", "created_at"),)
+
+
+class HelpdeskErasure(db.Model):
+    """What an erasure still has to remove from one helpdesk ticket (the hub's notes and
+    attribute values), retried until the helpdesk answers; deleted once done."""
+
+    __tablename__ = "helpdesk_erasures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    audit_entry_id: Mapped[int] = mapped_column(ForeignKey("audit_entries.id"))
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id"))
+    ticket_id: Mapped[str] = mapped_column(String(100))
+    attribute_names: Mapped[list[str]] = mapped_column(JSON, default=list)
+    note_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_helpdesk_erasures_audit_entry_id", "audit_entry_id"),
+        Index("ix_helpdesk_erasures_next_attempt_at", "next_attempt_at"),
+    )
+
+
+from hub.webhooks import models as _webhook_models  # noqa: E402, F401  (registers the tables)

@@ -16,6 +16,8 @@ from hub.models import Rating
 from hub.models import utcnow
 from hub.pipeline.writeback import enqueue_if_due
 from hub.pipeline.writeback import stage_write_back
+from hub.webhooks.events import comment_added
+from hub.webhooks.events import rating_changed
 
 #: A second click within this time replaces the score; later clicks are refused.
 CHANGE_WINDOW = timedelta(minutes=15)
@@ -58,12 +60,14 @@ def record_score(
     now = now or utcnow()
     for _ in range(RETRIES):
         rating = rating_for(delivery)
+        created = rating is None
         try:
             changed = _apply_score(rating, delivery, value, scale, now, automatic)
             if changed is None:
                 return rating, False
             rating = changed
             write_back = stage_write_back(rating, "score", now)
+            rating_changed(rating, created, now)  # webhooks, committed with the score
             db.session.commit()
         except IntegrityError:
             # A concurrent click created the rating or its write-back first: apply ours
@@ -128,6 +132,7 @@ def record_comment(rating: Rating, comment: str, now: datetime | None = None) ->
         rating.commented_at = now
         try:
             write_back = stage_write_back(rating, "comment", now) if comment else None
+            comment_added(rating, now)  # webhooks, committed with the comment
             db.session.commit()
         except IntegrityError:
             db.session.rollback()

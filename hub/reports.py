@@ -523,6 +523,7 @@ def build_report(
     today: date | None = None,
     by_agent: bool = True,
     surveys: Sequence[Survey] | None = None,
+    granularity: str | None = None,
 ) -> Report:
     """The report of `metric` over `scope` and `period`, in a fixed number of queries.
 
@@ -540,7 +541,7 @@ def build_report(
     shown = sorted(s for s in set(scales) | set(counts) if s in metric.scales)
 
     span = trend_span(period, {d for days in by_day.values() for d in days}, today)
-    granularity = granularity_for(*span) if span else "day"
+    granularity = granularity or (granularity_for(*span) if span else "day")
     parts = []
     for scale in shown:
         trend = ()

@@ -59,6 +59,8 @@ CONNECTOR_METHODS = [
     "fetch_tickets",
     "prepare",
     "write_back",
+    "erase",
+    "ticket_link",
 ]
 
 

@@ -24,6 +24,7 @@ MODULES = (
     "hub.api.ratings",
     "hub.api.deliveries",
     "hub.api.stats",
+    "hub.api.people",
 )
 #: Requests one token (or, without one, one client address) may make.
 API_RATE_LIMIT = "600 per minute"

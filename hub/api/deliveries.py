@@ -37,6 +37,7 @@ FIELDS = (
     "id",
     "survey_id",
     "ticket_id",
+    "ticket_url",
     "requester_email",
     "agent_ref",
     "state",

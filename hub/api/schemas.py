@@ -197,6 +197,13 @@ class RatingQuerySchema(ExportQuerySchema):
 class StatsQuerySchema(Schema):
     survey = fields.Integer(validate=validate.Range(min=1, max=MAX_ID))
     metric = fields.String(validate=validate.Length(min=1, max=50))
+    by = fields.String(
+        validate=validate.OneOf(["agent", "day", "week", "survey"]),
+        metadata={
+            "description": "Also a score per agent, UTC day, week (from Monday) or survey "
+            "(with `metric`), in `series`."
+        },
+    )
     since = fields.Date(data_key="from", metadata={"description": "First UTC day."})
     until = fields.Date(data_key="to", metadata={"description": "Last UTC day, included."})
 
@@ -223,10 +230,20 @@ class FunnelSchema(Schema):
     not_sent = fields.Dict(keys=fields.String(), values=fields.Integer())
 
 
+class SeriesScoreSchema(ScoreSchema):
+    key = fields.String(
+        metadata={"description": "The agent's helpdesk id, the first day, or the survey id."}
+    )
+    label = fields.String(metadata={"description": "The agent's or survey's name, or the day."})
+
+
 class StatsSchema(Schema):
     metric = fields.String()
     survey_id = fields.Integer(allow_none=True)
     scores = fields.List(fields.Nested(ScoreSchema))
+    series = fields.List(
+        fields.Nested(SeriesScoreSchema), metadata={"description": "With `by`: one per row."}
+    )
     response_rate = fields.Nested(ResponseRateSchema)
     funnel = fields.Nested(FunnelSchema, allow_none=True)
 
@@ -324,6 +341,9 @@ class DeliverySchema(Schema):
     id = fields.Integer()
     survey_id = fields.Integer()
     ticket_id = fields.String()
+    ticket_url = fields.String(
+        allow_none=True, metadata={"description": "The ticket's page in the helpdesk."}
+    )
     requester_email = fields.String(allow_none=True)
     agent_ref = fields.String(allow_none=True)
     state = fields.String(metadata={"description": ", ".join(s.value for s in DeliveryState)})

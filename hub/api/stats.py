@@ -1,24 +1,89 @@
-"""API: stats, the report page's numbers and a survey's coverage funnel."""
+"""API: stats, the report page's numbers (optionally by agent, day, week or survey) and a
+survey's coverage funnel."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app
+from flask import g
 from flask.views import MethodView
 from flask_smorest import abort
+from sqlalchemy import select
 
-from hub.api.base import admin_only
 from hub.api.base import api_blueprint
 from hub.api.base import survey_or_404
 from hub.api.schemas import StatsQuerySchema
 from hub.api.schemas import StatsSchema
+from hub.contracts import Score
+from hub.extensions import db
 from hub.funnel import DayRange
 from hub.funnel import count_funnel
+from hub.models import Survey
 from hub.reports import Period
+from hub.reports import Report
 from hub.reports import Scope
 from hub.reports import build_report
 
 stats = api_blueprint("api_stats", "/api/v1/stats", "Stats")
 BLUEPRINTS = (stats,)
+
+
+def score_out(scale: int, score: Score) -> dict[str, Any]:
+    """A score as the API gives it."""
+    return {
+        "scale": scale,
+        "value": score.value,
+        "unit": score.unit,
+        "n": score.n,
+        "margin": score.margin,
+        "formula": score.formula,
+        "groups": score.groups,
+    }
+
+
+def series(report: Report, by: str) -> list[dict[str, Any]]:
+    """One score per agent, trend bucket or survey (each on its scale)."""
+    rows = []
+    for part in report.parts:
+        if by == "agent":
+            for agent in part.agents:
+                rows.append(
+                    {
+                        "key": agent.ref or "",
+                        "label": agent.name,
+                        **score_out(part.scale, agent.score),
+                    }
+                )
+        elif by in ("day", "week"):
+            for bucket in part.trend:
+                day = bucket.start.isoformat()
+                rows.append({"key": day, "label": day, **score_out(part.scale, bucket.score)})
+    if by == "survey":
+        for row in report.surveys:
+            rows.append(
+                {"key": str(row.survey_id), "label": row.name, **score_out(row.scale, row.score)}
+            )
+    return rows
+
+
+def _scope(args: dict[str, Any]) -> tuple[Scope, Survey | None]:
+    user = g.api_user
+    survey = survey_or_404(args["survey"]) if "survey" in args else None
+    key = survey.metric if survey else args["metric"]
+    if user.is_admin:
+        return Scope(key, survey_id=survey.id if survey else None), survey
+    # An agent's token: their own ratings on their own helpdesk account, as /me shows.
+    if survey is not None and survey.connection_id != user.connection_id:
+        abort(404, message=f"There is no survey {survey.id}.")
+    agent = user.helpdesk_user_id or "(no helpdesk id)"
+    scope = Scope(
+        key,
+        survey_id=survey.id if survey else None,
+        agent_ref=agent,
+        connection_id=user.connection_id or -1,
+    )
+    return scope, survey
 
 
 @stats.route("")
@@ -28,23 +93,36 @@ class Stats(MethodView):
     def get(self, args):
         """The numbers of the report page for one survey (`survey`) or all surveys of a
         metric (`metric`): a score per scale with n, margin and formula, the response
-        rate, and for a survey its coverage funnel. Days are UTC; without `from`/`to`,
-        all time."""
-        admin_only("stats")
+        rate, and for a survey its coverage funnel; with `by`, also a score per agent,
+        day, week or survey. Days are UTC; without `from`/`to`, all time. An agent's
+        token gets the agent's own numbers (no funnel)."""
         if ("survey" in args) == ("metric" in args):
             abort(422, message="Give either survey or metric.", errors={"survey": ["or metric"]})
-        registry = current_app.extensions["hub"].registry
-        survey = survey_or_404(args["survey"]) if "survey" in args else None
-        key = survey.metric if survey else args["metric"]
-        metric = registry.metrics.get(key)
+        if args.get("by") == "survey" and "survey" in args:
+            abort(422, message="by=survey needs metric.", errors={"by": ["survey needs metric"]})
+        scope, survey = _scope(args)
+        metric = current_app.extensions["hub"].registry.metrics.get(scope.metric)
         if metric is None:
-            abort(404, message=f"No installed plugin provides the metric '{key}'.")
+            abort(404, message=f"No installed plugin provides the metric '{scope.metric}'.")
+        by = args.get("by")
         period = Period(args.get("since"), args.get("until"))
-        scope = Scope(key, survey_id=survey.id if survey else None)
-        scales = [survey.scale] if survey else []
-        report = build_report(metric, scope, period, scales, by_agent=False)
+        surveys = None
+        if by == "survey":
+            query = select(Survey).where(Survey.metric == metric.key).order_by(Survey.id)
+            if scope.connection_id is not None:
+                query = query.where(Survey.connection_id == scope.connection_id)
+            surveys = db.session.execute(query).scalars().all()
+        report = build_report(
+            metric,
+            scope,
+            period,
+            [survey.scale] if survey else [],
+            by_agent=by == "agent",
+            surveys=surveys,
+            granularity=by if by in ("day", "week") else None,
+        )
         funnel = None
-        if survey is not None:
+        if survey is not None and g.api_user.is_admin:
             counted = count_funnel(survey.id, DayRange(period.start, period.end))
             funnel = {
                 "stages": counted.stages,
@@ -52,20 +130,10 @@ class Stats(MethodView):
                 "not_sent": counted.not_sent,
             }
         return {
-            "metric": key,
+            "metric": metric.key,
             "survey_id": survey.id if survey else None,
-            "scores": [
-                {
-                    "scale": part.scale,
-                    "value": part.score.value,
-                    "unit": part.score.unit,
-                    "n": part.score.n,
-                    "margin": part.score.margin,
-                    "formula": part.score.formula,
-                    "groups": part.score.groups,
-                }
-                for part in report.parts
-            ],
+            "scores": [score_out(part.scale, part.score) for part in report.parts],
+            "series": series(report, by) if by else [],
             "response_rate": {
                 "sent": report.response.sent,
                 "rated": report.response.rated,

@@ -16,6 +16,7 @@ from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy import update
 
+from hub.erasure import enqueue_due_erasures
 from hub.extensions import db
 from hub.models import Delivery
 from hub.models import DeliveryState
@@ -27,6 +28,7 @@ from hub.pipeline.scan import enqueue_scan
 from hub.pipeline.send import enqueue_sends
 from hub.pipeline.writeback import enqueue_write_back
 from hub.pipeline.writeback import release
+from hub.webhooks.sender import reconcile_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,8 @@ def reconcile() -> dict[str, int]:
     done["scans"] = sum(
         enqueue_scan(connection_id) for connection_id in {s.connection_id for s in due_scans}
     )
+    done["erasures"] = enqueue_due_erasures(now)
+    done.update(reconcile_webhooks(now))
     if any(done.values()):
         log.info("Reconciled: %s", done)
     return done

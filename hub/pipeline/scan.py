@@ -24,6 +24,7 @@ from hub.addresses import email_key
 from hub.addresses import normalise_email
 from hub.connections import open_helpdesk
 from hub.extensions import db
+from hub.helpdesk import Helpdesk
 from hub.helpdesk import ScanWindow
 from hub.helpdesk import Ticket
 from hub.jobs import SCANS
@@ -36,6 +37,7 @@ from hub.models import DeliveryState
 from hub.models import Survey
 from hub.models import utcnow
 from hub.pipeline.decide import ALREADY_SURVEYED
+from hub.pipeline.decide import UNSUBSCRIBED
 from hub.pipeline.decide import skip_reason
 from hub.pipeline.decide import ticket_reason
 from hub.pipeline.own_writes import without_own_writes
@@ -273,7 +275,7 @@ def _scan(
                 if not reason:
                     planned[survey.id].add(normalise_email(ticket.requester_email) or "")
                 continue
-            delivery_id = _record(survey, ticket, reason)
+            delivery_id = _record(survey, ticket, reason, ticket_link(helpdesk, ticket))
             if delivery_id is None:
                 report.already += 1  # an overlapping scan recorded it first
             elif not reason:
@@ -297,20 +299,37 @@ def _scan(
     return reports
 
 
-def _record(survey: Survey, ticket: Ticket, reason: str | None) -> int | None:
+def ticket_link(helpdesk: Helpdesk, ticket: Ticket) -> str | None:
+    """The connector's link to the ticket's page (web addresses only: it becomes a link
+    on pages); a plugin's bug costs the link only."""
+    try:
+        link = helpdesk.ticket_link(ticket)
+    except Exception:  # noqa: BLE001  (any plugin error: record the delivery anyway)
+        log.warning("The helpdesk plugin could not link ticket %s.", ticket.id, exc_info=True)
+        return None
+    return link if isinstance(link, str) and link.startswith(("https://", "http://")) else None
+
+
+def _record(
+    survey: Survey, ticket: Ticket, reason: str | None, link: str | None = None
+) -> int | None:
     """Commit one decision as a `Delivery`; None when the ticket already had one."""
+    # An unsubscribed (or erased) person's address and name are not kept: the
+    # suppression list holds only a hash of it, and the log needs no more.
+    unsubscribed = reason == UNSUBSCRIBED
     delivery = Delivery(
         survey_id=survey.id,
         ticket_id=ticket.id,
         # The normal form; an invalid address is kept as given, for the deliveries log.
-        requester_email=email_key(ticket.requester_email or "") or None,
-        requester_name=ticket.requester_name,
+        requester_email=None if unsubscribed else email_key(ticket.requester_email or "") or None,
+        requester_name="" if unsubscribed else ticket.requester_name,
         locale=ticket.requester_locale,
         agent_ref=ticket.assignee_id,
         resolved_at=ticket.resolved_at,
         ticket_updated_at=ticket.updated_at,
         state=DeliveryState.SKIPPED.value if reason else DeliveryState.PENDING.value,
         skip_reason=reason,
+        ticket_url=(link or "")[:500] or None,
     )
     # Committed at once: the next ticket's cooldown sees it, an interrupted scan keeps
     # its progress, and SQLite's write lock is never held across helpdesk calls.

@@ -41,6 +41,7 @@ from hub.pipeline.decide import UNSUBSCRIBED
 from hub.pipeline.decide import skip_reason
 from hub.pipeline.own_writes import without_own_writes
 from hub.surveys import settings_of
+from hub.webhooks.events import delivery_sent
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +299,7 @@ def _decide_and_send(delivery: Delivery, ticket: Ticket | None, mailer: LazyMail
         return _finish(delivery, DeliveryState.PENDING, error=str(exc), next_attempt_at=when)
     except PermanentMailError as exc:
         return _finish(delivery, DeliveryState.FAILED, error=str(exc))
+    delivery_sent(delivery, now)  # webhooks: committed with the state below
     state = _finish(
         delivery,
         DeliveryState.SENT,

@@ -27,6 +27,7 @@ from hub.models import utcnow
 from hub.pipeline.own_writes import record_own_write
 from hub.surveys import metric_of
 from hub.surveys import settings_of
+from hub.webhooks.events import write_back_failed
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ def _write(write_back: WriteBack, now) -> str:
         )
     except (NotFound, BadRequest) as exc:
         log.warning("Write-back %s failed: %s", write_back.id, exc)
+        write_back_failed(write_back, str(exc), now)  # webhooks: committed with the state
         return _settle(write_back, WriteBackState.FAILED, last_error=str(exc))
     except HelpdeskError as exc:
         if isinstance(exc, RateLimited):

@@ -31,11 +31,13 @@ def register_web(app: Flask) -> None:
     from hub.web.invitations import bp as invitations_bp
     from hub.web.operations import bp as operations_bp
     from hub.web.outbox import bp as outbox_bp
+    from hub.web.people import bp as people_bp
     from hub.web.public import bp as public_bp
     from hub.web.reports import bp as reports_bp
     from hub.web.security import init_security
     from hub.web.setup import bp as setup_bp
     from hub.web.tokens import bp as tokens_bp
+    from hub.web.webhooks import bp as webhooks_bp
 
     init_security(app)
 
@@ -55,6 +57,8 @@ def register_web(app: Flask) -> None:
     app.register_blueprint(operations_bp)
     app.register_blueprint(tokens_bp)
     app.register_blueprint(api_reference_bp)
+    app.register_blueprint(webhooks_bp)
+    app.register_blueprint(people_bp)
 
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to continue."

@@ -237,3 +237,27 @@ def test_an_agents_export_holds_only_their_ratings(app, admin_id):
                       headers=bearer(token_for(app, agent))).text  # fmt: skip
     assert [json.loads(line)["comment"] for line in text.splitlines()] == ["mine"]
     assert count(app, Rating) == 2
+
+
+def test_stats_by_agent_day_and_survey_and_an_agents_own(app, admin_id):
+    for value, agent in [(10, "a1"), (9, "a1"), (0, "a2"), (10, "a2")]:
+        add_rating(app, value, agent)
+    client = app.test_client()
+    headers = bearer(token_for(app, admin_id))
+    with app.app_context():
+        survey_id = db.session.execute(select(Survey.id)).scalar_one()
+    by_agent = client.get(f"/api/v1/stats?survey={survey_id}&by=agent", headers=headers).json
+    scores = {row["key"]: (row["value"], row["n"]) for row in by_agent["series"]}
+    assert scores == {"a1": (100.0, 2), "a2": (0.0, 2)}
+    assert by_agent["scores"][0]["value"] == 50.0 and by_agent["funnel"]["stages"]
+    by_day = client.get(f"/api/v1/stats?survey={survey_id}&by=day", headers=headers).json
+    assert sum(row["n"] for row in by_day["series"]) == 4
+    by_survey = client.get("/api/v1/stats?metric=nps&by=survey", headers=headers).json
+    assert [(row["key"], row["n"]) for row in by_survey["series"]] == [(str(survey_id), 4)]
+    bad = client.get(f"/api/v1/stats?survey={survey_id}&by=survey", headers=headers)
+    assert bad.status_code == 422
+    agent = add_person(app, "alex@example.com", helpdesk_user_id="a1")
+    mine = client.get(f"/api/v1/stats?survey={survey_id}&by=agent",
+                      headers=bearer(token_for(app, agent))).json  # fmt: skip
+    assert [(row["key"], row["n"]) for row in mine["series"]] == [("a1", 2)]
+    assert mine["scores"][0]["n"] == 2 and mine["funnel"] is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC
 from datetime import datetime
@@ -17,6 +18,7 @@ from hub.helpdesk import MissingPermission
 from hub.helpdesk import NotFound
 from hub.helpdesk import RateLimited
 from hub.helpdesk import ScanWindow
+from hub.helpdesk import Ticket
 from hub.helpdesk import Unavailable
 from hub.helpdesk import WriteResult
 from hub.models import utcnow
@@ -556,3 +558,16 @@ def test_an_unreachable_kustomer_is_named_in_words_at_once():
         "(nothing listens at that address)."
     )
     assert "urllib3" not in str(caught.value) and "Errno" not in str(caught.value)
+
+
+def test_a_conversation_links_to_its_page_in_the_web_app(kustomer):
+    ticket = Ticket(
+        id="conv 1", status="done", channel="email", created_at=None, updated_at=None,
+        resolved_at=None, requester_email=None, extra={"customer_id": "cust/9"},
+    )  # fmt: skip
+    assert kustomer.ticket_link(ticket) == (
+        "https://acme.kustomerapp.com/app/customers/cust%2F9/event/conv%201"
+    )
+    assert kustomer.ticket_link(dataclasses.replace(ticket, extra={})) is None
+    regional = Kustomer({"url": "https://api.prod2.kustomerapp.com"}, {"api_key": "k"})
+    assert regional.ticket_link(ticket) is None  # no org name, no web address

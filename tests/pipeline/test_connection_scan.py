@@ -367,3 +367,14 @@ def test_a_look_back_previews_an_active_survey_but_never_reaches_a_real_scan(hub
         assert scan_survey(survey.id, dry_run=True).seen == 0  # the next scan: nothing due
         scan_connection(hub.connection_id, survey_ids=[survey.id], lookback_days=30)
         assert deliveries(hub.app, survey.id) == {}
+
+
+def test_each_delivery_records_the_link_to_its_conversation(hub):
+    with hub.app.app_context():
+        scan_connection(hub.connection_id)
+        rows = db.session.execute(select(Delivery.ticket_id, Delivery.ticket_url)).all()
+    conversations = hub.sandbox.org.conversations
+    assert rows
+    for ticket_id, url in rows:
+        customer = conversations[ticket_id]["customer_id"]
+        assert url == f"{hub.sandbox.url}/app/customers/{customer}/event/{ticket_id}"

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from marshmallow import Schema
 from marshmallow import fields
@@ -26,6 +27,7 @@ from hub.helpdesk import HelpdeskContext
 from hub.helpdesk import NotFound
 from hub.helpdesk import ScanWindow
 from hub.helpdesk import Ticket
+from hub.helpdesk import TicketTraces
 from hub.helpdesk import Unavailable
 from hub.helpdesk import WriteResult
 from surveyhub_kustomer.client import ROLES
@@ -33,6 +35,7 @@ from surveyhub_kustomer.client import KustomerClient
 from surveyhub_kustomer.client import has_role
 from surveyhub_kustomer.ratelimit import RateBudget
 from surveyhub_kustomer.urls import api_base
+from surveyhub_kustomer.urls import web_base
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +272,17 @@ class Kustomer(Helpdesk):
                     f"the update time {updated_from}; the scan cannot page past them."
                 )
 
+    def ticket_link(self, ticket: Ticket) -> str | None:
+        """The conversation in Kustomer's web app, under its customer (the app's own
+        address form); None without the customer or on a regional API host."""
+        customer_id = (ticket.extra or {}).get("customer_id")
+        web = web_base(self.base_url)
+        if not customer_id or web is None:
+            return None
+        return (
+            f"{web}/app/customers/{quote(customer_id, safe='')}/event/{quote(ticket.id, safe='')}"
+        )
+
     def fetch_ticket(self, ticket_id: str) -> Ticket:
         body = self.client.request("GET", f"/conversations/{ticket_id}", need="conversation.read")
         return self._ticket((body or {})["data"], None, OrderedDict())
@@ -447,6 +461,26 @@ class Kustomer(Helpdesk):
                 if (item.get("attributes") or {}).get("externalId") == note_id:
                     return item["id"]
         return None
+
+    def erase(self, traces: Sequence[TicketTraces]) -> list[TicketTraces]:
+        """Clear the hub's custom attributes (`null` clears a value, KUSTOMER-API.md §5);
+        the notes stay: Kustomer's documented API has no way to delete or edit a note.
+        """
+        left = []
+        for trace in traces:
+            if trace.attribute_names:
+                try:
+                    self.client.request(
+                        "PATCH",
+                        f"/conversations/{trace.ticket_id}",
+                        need="conversation.update",
+                        json={"custom": dict.fromkeys(trace.attribute_names)},
+                    )
+                except NotFound:
+                    continue  # the conversation is gone, and its notes with it
+            if trace.note_ids:
+                left.append(TicketTraces(trace.ticket_id, note_ids=trace.note_ids))
+        return left
 
     # -- webhooks -------------------------------------------------------------------
 

@@ -65,6 +65,19 @@ def api_base(given: str, allowed: Iterable[str] = ()) -> str:
     return f"https://{labels[0]}.api.{DOMAIN}/v1"
 
 
+def web_base(api: str) -> str | None:
+    """The web app's address for an API base: `https://acme.kustomerapp.com` for
+    `https://acme.api.kustomerapp.com/v1`; an allow-listed base (the sandbox) serves
+    both; a regional API host names no org, so there is no web address."""
+    base = api.removesuffix("/v1")
+    host = (urlsplit(base).hostname or "").lower()
+    if host in REGIONAL_HOSTS:
+        return None
+    if host.endswith(".api." + DOMAIN):
+        return base.replace(".api." + DOMAIN, "." + DOMAIN, 1)
+    return base
+
+
 def _base_of(url: str) -> str:
     """scheme://host[:port] of a URL, lower-cased, for comparing against the allow-list."""
     parts = urlsplit(url.strip() if "://" in url else "https://" + url.strip())

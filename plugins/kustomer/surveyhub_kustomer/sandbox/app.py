@@ -374,6 +374,8 @@ def create_sandbox(org: Org, rate_limit: int = 1000, search_limit: int = 100) ->
             return jsonapi_error(404, "Not Found", f"Conversation {conversation_id} not found")
         body = request.get_json(silent=True) or {}
         custom = body.get("custom") or {}
+        if not isinstance(custom, dict) or len(custom) > 100:
+            return jsonapi_error(400, "Bad Request", "custom must be an object of at most 100")
         for name, value in custom.items():
             bad = not CUSTOM_NAME.match(name) or (
                 name.endswith("Num") and value is not None and not isinstance(value, int | float)
@@ -396,6 +398,8 @@ def create_sandbox(org: Org, rate_limit: int = 1000, search_limit: int = 100) ->
             attributes = org.conversations[conversation_id]["attributes"]
             before = dict(attributes["custom"])
             attributes["custom"].update(custom)
+            for name in [name for name, value in custom.items() if value is None]:
+                del attributes["custom"][name]  # null clears the value (KUSTOMER-API.md §5)
             touch(conversation_id)
             payload = resource_conversation(conversation_id)
         deliver(

@@ -1,0 +1,185 @@
+"""Recording webhook events in the same transaction as the change they report (an outbox).
+
+Each function adds an event and one message per matching active subscription to the
+current session; the caller's commit stores them with the rating, delivery or
+write-back they describe, so an event is never lost nor sent for a change that was
+rolled back. After that commit the due messages are handed to workers; the reconciler
+(`sender.reconcile_webhooks`) picks up any left behind (Redis away, a worker killed).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import datetime
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import event as sa_event
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hub.extensions import db
+from hub.models import Delivery
+from hub.models import Rating
+from hub.models import Survey
+from hub.models import WriteBack
+from hub.models import utcnow
+from hub.webhooks.models import WebhookEvent
+from hub.webhooks.models import WebhookMessage
+from hub.webhooks.models import WebhookSubscription
+
+log = logging.getLogger(__name__)
+
+RATING_CREATED = "rating.created"
+RATING_UPDATED = "rating.updated"
+COMMENT_CREATED = "comment.created"
+DELIVERY_SENT = "delivery.sent"
+WRITEBACK_FAILED = "writeback.failed"
+#: The events a subscription can choose, in the order the pages list them.
+EVENT_TYPES = (RATING_CREATED, RATING_UPDATED, COMMENT_CREATED, DELIVERY_SENT, WRITEBACK_FAILED)
+#: Sent by "Send test event" to one subscription only.
+TEST_EVENT = "webhook.test"
+
+#: Where a session keeps the messages to enqueue once it commits.
+_TO_ENQUEUE = "hub.webhooks.to_enqueue"
+
+
+def group_of(survey: Survey, value: int, scale: int) -> str | None:
+    """The score group (e.g. detractor) of a value, or None when the metric is missing."""
+    metric = current_app.extensions["hub"].registry.metrics.get(survey.metric)
+    if metric is None:
+        return None
+    try:
+        return metric.group(value, scale)
+    except Exception:  # a plugin's bug must not stop the rating from being recorded
+        log.exception("The %s metric could not group %s/%s", survey.metric, value, scale)
+        return None
+
+
+def _matches(sub: WebhookSubscription, event_type: str, survey: Survey | None, group) -> bool:
+    if event_type not in (sub.events or []):
+        return False
+    if sub.survey_id is not None and (survey is None or survey.id != sub.survey_id):
+        return False
+    if sub.metric and (survey is None or survey.metric != sub.metric):
+        return False
+    # A group filter lets through only events about a rating in that group.
+    return not sub.score_group or group == sub.score_group
+
+
+def record_event(
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    survey: Survey | None = None,
+    group: str | None = None,
+    now: datetime | None = None,
+    delay: timedelta | None = None,
+    only: WebhookSubscription | None = None,
+) -> WebhookEvent | None:
+    """Add the event and its messages to the session (the caller commits); None when no
+    active subscription wants it. `delay` holds the messages back that long; `only`
+    sends to that one subscription whatever its filters (the test event)."""
+    now = now or utcnow()
+    if only is not None:
+        subscriptions = [only]
+    else:
+        active = db.session.execute(
+            select(WebhookSubscription).where(WebhookSubscription.active.is_(True))
+        ).scalars()
+        subscriptions = [sub for sub in active if _matches(sub, event_type, survey, group)]
+    if not subscriptions:
+        return None
+    event = WebhookEvent(
+        uid=f"msg_{secrets.token_urlsafe(18)}", type=event_type, data=data, created_at=now
+    )
+    db.session.add(event)
+    db.session.flush()
+    due = now + delay if delay else None
+    messages = [
+        WebhookMessage(
+            event_id=event.id,
+            subscription_id=sub.id,
+            next_attempt_at=due,
+            created_at=now,
+            updated_at=now,
+        )
+        for sub in subscriptions
+    ]
+    db.session.add_all(messages)
+    db.session.flush()
+    if due is None:  # the reconciler hands over delayed ones when they are due
+        db.session.info.setdefault(_TO_ENQUEUE, []).extend(m.id for m in messages)
+    return event
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _enqueue_after_commit(session: Session) -> None:
+    ids = session.info.pop(_TO_ENQUEUE, None)
+    if ids:
+        from hub.webhooks.sender import enqueue_message
+
+        for message_id in ids:
+            enqueue_message(message_id)
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    session.info.pop(_TO_ENQUEUE, None)
+
+
+def _rating_facts(rating: Rating, survey: Survey) -> tuple[dict[str, Any], str | None]:
+    group = group_of(survey, rating.value, rating.scale)
+    facts = {
+        "rating_id": rating.id,
+        "delivery_id": rating.delivery_id,
+        "survey_id": survey.id,
+        "value": rating.value,
+        "scale": rating.scale,
+        "group": group,
+    }
+    return facts, group
+
+
+def rating_changed(rating: Rating, created: bool, now: datetime) -> None:
+    """`rating.created` or `rating.updated`, in the transaction storing the score.
+
+    Held back for the write-back grace time (`HUB_WRITEBACK_GRACE`): a comment typed
+    right after the click is then part of it, and a mail scanner's burst of clicks is
+    recognised before anything is sent (such ratings send nothing until the person's
+    own click).
+    """
+    if rating.suspected_scanner:
+        return
+    survey = db.session.get(Survey, rating.survey_id)
+    facts, group = _rating_facts(rating, survey)
+    grace = timedelta(seconds=current_app.config.get("HUB_WRITEBACK_GRACE") or 0)
+    kind = RATING_CREATED if created else RATING_UPDATED
+    record_event(kind, facts, survey=survey, group=group, now=now, delay=grace or None)
+
+
+def comment_added(rating: Rating, now: datetime) -> None:
+    """`comment.created`, in the transaction storing a new, non-empty comment."""
+    if not rating.comment or rating.suspected_scanner:
+        return
+    survey = db.session.get(Survey, rating.survey_id)
+    facts, group = _rating_facts(rating, survey)
+    record_event(COMMENT_CREATED, facts, survey=survey, group=group, now=now)
+
+
+def delivery_sent(delivery: Delivery, now: datetime) -> None:
+    """`delivery.sent`, in the transaction marking the survey email sent."""
+    survey = delivery.survey
+    facts = {"delivery_id": delivery.id, "survey_id": survey.id, "ticket_id": delivery.ticket_id}
+    record_event(DELIVERY_SENT, facts, survey=survey, now=now)
+
+
+def write_back_failed(write_back: WriteBack, error: str, now: datetime) -> None:
+    """`writeback.failed`, in the transaction that gives a write-back up for good."""
+    rating = write_back.rating
+    survey = db.session.get(Survey, rating.survey_id)
+    facts, group = _rating_facts(rating, survey)
+    facts.update(write_back_id=write_back.id, kind=write_back.kind, error=error[:1000])
+    record_event(WRITEBACK_FAILED, facts, survey=survey, group=group, now=now)
