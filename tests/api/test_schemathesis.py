@@ -115,11 +115,12 @@ def test_schemathesis_finds_no_5xx_no_broken_schema_and_no_secret(live_api, tmp_
             "--checks", CHECKS,
             "--max-examples", "15",
             "--seed", "20261130",
+            "--generation-database", "none",  # each run alike, no cache in the checkout
             "--workers", "2",
             "--report", "har", "--report-har-path", str(har),
             "--no-color",
         ],
-        env=env, capture_output=True, text=True, timeout=1200,
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-2000:]
     entries = json.loads(har.read_text())["log"]["entries"]
