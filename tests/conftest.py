@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -116,12 +118,105 @@ def make_config(tmp_path: Path, database_url: str, **overrides) -> dict:
     return config
 
 
-@pytest.fixture
-def app(tmp_path, database_url):
-    """The hub app on a migrated, empty database."""
-    app = create_app(make_config(tmp_path, database_url))
-    with app.app_context():
+class MigratedTemplate:
+    """The migrated, empty schema made once per test session and copied for each app:
+    a file copy for SQLite, the DDL pg_dump wrote for PostgreSQL. Migrating every test's
+    database took a fifth of the suite's time; tests/test_migrations.py still migrates
+    from scratch, and checks the migrations and the models agree."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._sqlite: Path | None = None
+        self._postgres: tuple[str, str] | None = None  # (DDL with a placeholder, head)
+
+    def apply(self, database_url: str) -> None:
+        """Give the empty database at `database_url` the migrated schema."""
+        if database_url.startswith("sqlite:///"):
+            shutil.copyfile(self.sqlite(), database_url.removeprefix("sqlite:///"))
+        else:
+            ddl, head = self.postgres()
+            schema = _schema_of(database_url)
+            engine = create_engine(postgres_url(), isolation_level="AUTOCOMMIT")
+            with engine.connect() as conn:
+                conn.exec_driver_sql(ddl.replace(_PLACEHOLDER, schema))
+                conn.exec_driver_sql(f'INSERT INTO "{schema}".alembic_version VALUES (%s)', (head,))
+            engine.dispose()
+
+    def sqlite(self) -> Path:
+        if self._sqlite is None:
+            path = self.root / "template.db"
+            _migrate(self.root, f"sqlite:///{path}")
+            self._sqlite = path
+        return self._sqlite
+
+    def postgres(self) -> tuple[str, str]:
+        if self._postgres is None:
+            schema = f"{_PLACEHOLDER}{uuid.uuid4().hex[:8]}"
+            base = postgres_url()
+            engine = create_engine(base, isolation_level="AUTOCOMMIT")
+            with engine.connect() as conn:
+                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+            try:
+                sep = "&" if "?" in base else "?"
+                _migrate(self.root, f"{base}{sep}options=-csearch_path%3D{schema}")
+                with engine.connect() as conn:
+                    head = conn.execute(text(f'SELECT version_num FROM "{schema}".alembic_version'))
+                    head = head.scalar_one()
+                url = engine.url.set(drivername="postgresql", password=None)
+                env = dict(os.environ)  # a password goes by the environment, never argv
+                if engine.url.password:
+                    env["PGPASSWORD"] = engine.url.password
+                dumped = subprocess.run(
+                    ["pg_dump", "--schema-only", "--no-owner", "--no-privileges",
+                     f"--schema={schema}", url.render_as_string(hide_password=False)],
+                    capture_output=True, text=True, check=True, timeout=120, env=env,
+                )  # fmt: skip
+            finally:
+                with engine.connect() as conn:
+                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+                engine.dispose()
+            lines = [
+                line
+                for line in dumped.stdout.splitlines()
+                # The schema exists already; psql's meta-commands are not SQL.
+                if not line.startswith(("CREATE SCHEMA", "\\", "SET ", "SELECT pg_catalog"))
+            ]
+            self._postgres = ("\n".join(lines).replace(schema, _PLACEHOLDER), head)
+        return self._postgres
+
+
+_PLACEHOLDER = "hub_template_"
+
+
+def _schema_of(database_url: str) -> str:
+    return database_url.rsplit("search_path%3D", 1)[1].split("&")[0]
+
+
+def _migrate(root: Path, database_url: str) -> None:
+    template = create_app(make_config(root, database_url))
+    with template.app_context():
         upgrade()
+        from hub.extensions import db
+
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory):
+    return MigratedTemplate(tmp_path_factory.mktemp("migrated"))
+
+
+@pytest.fixture
+def app(tmp_path, database_url, migrated_template):
+    """The hub app on a migrated, empty database."""
+    if shutil.which("pg_dump") or database_url.startswith("sqlite"):
+        migrated_template.apply(database_url)
+        app = create_app(make_config(tmp_path, database_url))
+    else:  # no pg_dump here: migrate as the hub does
+        app = create_app(make_config(tmp_path, database_url))
+        with app.app_context():
+            upgrade()
     yield app
     with app.app_context():
         from hub.extensions import db
