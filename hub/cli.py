@@ -243,6 +243,7 @@ def rotate_secrets() -> None:
     from hub.extensions import db
     from hub.models import Connection
     from hub.models import HubKey
+    from hub.webhooks.models import WebhookSubscription
 
     vault = current_app.extensions["hub"].vault
     connections = db.session.execute(
@@ -255,6 +256,9 @@ def rotate_secrets() -> None:
     # The hub's own keys too (the suppression list's hash key): same values, new cipher.
     for key in db.session.execute(select(HubKey)).scalars():
         key.secret_encrypted = vault.rotate(key.secret_encrypted)
+    # And the webhooks' signing secrets (receivers keep verifying with the same secret).
+    for subscription in db.session.execute(select(WebhookSubscription)).scalars():
+        subscription.secret_encrypted = vault.rotate(subscription.secret_encrypted)
     db.session.commit()
     click.echo(
         ngettext(

@@ -46,6 +46,7 @@ from hub.suppressions import is_suppressed
 from hub.suppressions import stage_suppression
 from hub.surveys import MetricMissing
 from hub.surveys import settings_of
+from hub.webhooks.events import forget_events
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,7 @@ def erase_person(email: str, actor: User | None = None) -> Erasure:
     found = find(address)
     traces = _traces(address)
     comments = found.comments
+    forget_events(_delivery_ids(address))  # before the ids they name are gone
     removed_write_backs = db.session.execute(
         delete(WriteBack).where(WriteBack.rating_id.in_(_rating_ids(address))),
         execution_options={"synchronize_session": False},

@@ -60,7 +60,8 @@ def record_score(
     now = now or utcnow()
     for _ in range(RETRIES):
         rating = rating_for(delivery)
-        created = rating is None
+        # A scanner's clicks sent no event: the person's own click is the rating's news.
+        created = rating is None or rating.suspected_scanner
         try:
             changed = _apply_score(rating, delivery, value, scale, now, automatic)
             if changed is None:

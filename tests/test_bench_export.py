@@ -26,4 +26,6 @@ def test_a_streamed_export_stays_within_the_memory_budget(subprocess_env):
     assert re.fullmatch(r"csv: 50001 lines in .*", lines[2]), lines  # with the header
     growth = float(re.fullmatch(r"growth \+([0-9.]+) MiB, budget 50 MiB", lines[-2]).group(1))
     ratio = float(re.fullmatch(r"ratio ([0-9.]+)", lines[-1]).group(1))
-    assert growth < 50 and ratio < 1, run.stdout
+    assert ratio < 1, run.stdout
+    # 50,000 rows buffered (no server-side cursor) would take tens of MiB; streamed, a few.
+    assert growth < 10, run.stdout

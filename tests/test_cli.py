@@ -9,6 +9,7 @@ from hub.models import Connection
 from hub.models import Role
 from hub.models import User
 from hub.models import UserStatus
+from hub.webhooks.models import WebhookSubscription
 
 
 def test_admin_link_prints_a_working_link_until_an_admin_exists(app, runner):
@@ -33,9 +34,12 @@ def test_rotate_secrets_re_encrypts_under_the_new_key(app, runner):
     with app.app_context():
         connection = Connection(helpdesk="kustomer", name="Acme", settings={})
         connection.set_secrets({"api_key": "k-123"})
-        db.session.add(connection)
+        hook = WebhookSubscription(url="https://hooks.example.com/in", events=["rating.created"])
+        hook.set_secret("whsec_c2VjcmV0")
+        db.session.add_all([connection, hook])
         db.session.commit()
         before = connection.secrets_encrypted
+        hook_id = hook.id
 
     new_key = "the-new-secret-key-0123456789"
     app.config.update(SECRET_KEY=new_key, HUB_OLD_SECRET_KEYS=[old_key])
@@ -47,3 +51,6 @@ def test_rotate_secrets_re_encrypts_under_the_new_key(app, runner):
         after = db.session.get(Connection, connection.id).secrets_encrypted
     assert after != before
     assert Vault(new_key).decrypt(after) == {"api_key": "k-123"}
+    with app.app_context():  # a webhook's signing secret too: receivers keep verifying
+        hook_secret = db.session.get(WebhookSubscription, hook_id).secret_encrypted
+    assert Vault(new_key).decrypt(hook_secret) == {"secret": "whsec_c2VjcmV0"}

@@ -52,6 +52,8 @@ from hub.suppressions import is_suppressed
 from hub.suppressions import suppress
 from hub.suppressions import suppression_hash
 from hub.tokens import create_token
+from hub.webhooks.events import write_back_failed
+from hub.webhooks.models import WebhookSubscription
 from surveyhub_kustomer.connector import Kustomer
 from tests.conftest import TEST_SECRET
 from tests.conftest import acme_connection
@@ -148,12 +150,17 @@ def jane_and_others(app):
             )
         )  # fmt: skip
         _, _, second = add_answer(" Jane.Doe@Example.COM ", "t-2", 4)
-        db.session.add(
-            WriteBack(
-                rating_id=second.id, state="failed", attempts=3,
-                last_error=f"Kustomer refused the note for {JANE}",
-            )
+        failed = WriteBack(
+            rating_id=second.id, state="failed", attempts=3,
+            last_error=f"Kustomer refused the note for {JANE}",
         )  # fmt: skip
+        db.session.add(failed)
+        # A subscriber was told of the failure, the helpdesk's words (and the address) in it.
+        hook = WebhookSubscription(url="https://hooks.example.com/in", events=["writeback.failed"])
+        hook.set_secret("whsec_c2VjcmV0")
+        db.session.add(hook)
+        db.session.flush()
+        write_back_failed(failed, failed.last_error, utcnow())
         survey, _, _ = add_answer("other@example.com", "t-3", 10, comment="Great")
         db.session.add(
             Delivery(survey_id=survey.id, ticket_id="t-4", requester_email="JANE.DOE@example.com",
@@ -165,9 +172,12 @@ def jane_and_others(app):
 
 
 def test_after_erasing_no_table_holds_the_address(app, admin_id, jane_and_others, redis_client):
-    assert {"deliveries.requester_email", "ratings.comment", "write_backs.last_error"} <= (
-        places_holding(app, JANE)
-    )  # the check sees the address where it is
+    assert {
+        "deliveries.requester_email",
+        "ratings.comment",
+        "write_backs.last_error",
+        "webhook_events.data",
+    } <= places_holding(app, JANE)  # the check sees the address where it is
     client = app.test_client()
     response = client.delete(
         f"/api/v1/people/{quote('Jane.Doe@EXAMPLE.com', safe='')}",

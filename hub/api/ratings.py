@@ -131,6 +131,8 @@ def rating_record(row: Any) -> dict[str, Any]:
     record = {name: getattr(row, name) for name in FIELDS if name != "group"}
     record["group"] = group
     record["comment"] = record["comment"] or ""
+    if not g.api_user.is_admin:  # agents' pages never show customers' addresses
+        record["requester_email"] = None
     return record
 
 

@@ -150,7 +150,9 @@ class RatingSchema(Schema):
     survey_id = fields.Integer()
     metric = fields.String()
     ticket_id = fields.String()
-    requester_email = fields.String(allow_none=True)
+    requester_email = fields.String(
+        allow_none=True, metadata={"description": "The customer's address (null for agents)."}
+    )
     agent_ref = fields.String(allow_none=True, metadata={"description": "Helpdesk user id."})
     value = fields.Integer(metadata={"description": "The raw answer on its scale."})
     scale = fields.Integer()

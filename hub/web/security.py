@@ -9,6 +9,7 @@ from flask import g
 from flask import jsonify
 from flask import render_template
 from flask import request
+from flask_login import current_user
 from werkzeug.exceptions import RequestEntityTooLarge
 
 #: Any request to the hub (admin forms included).
@@ -69,6 +70,10 @@ def init_security(app: Flask) -> None:
             "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
             "form-action 'self'; object-src 'none'",
         )
+        if response.mimetype == "text/html" and current_user.is_authenticated:
+            # Signed-in pages show customers' words and, once, new secrets (tokens,
+            # webhook signing secrets): no browser or proxy cache keeps them.
+            headers.setdefault("Cache-Control", "no-store")
         return response
 
     @app.errorhandler(RequestEntityTooLarge)

@@ -7,6 +7,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate
 from email.utils import make_msgid
+from urllib.parse import urlsplit
 
 from flask import current_app
 from flask import render_template
@@ -37,6 +38,8 @@ def disabled_email(subscription: WebhookSubscription, admin: User) -> EmailMessa
         render_template(
             "email/webhook_disabled.txt",
             subscription=subscription,
+            # The host only: a subscriber's full URL may be a credential (Slack's is).
+            host=urlsplit(subscription.url).hostname or "?",
             link=f"{base}/webhooks/{subscription.id}",
         )
     )

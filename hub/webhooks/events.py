@@ -16,8 +16,11 @@ from datetime import timedelta
 from typing import Any
 
 from flask import current_app
+from sqlalchemy import Select
+from sqlalchemy import delete
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from hub.extensions import db
@@ -26,6 +29,8 @@ from hub.models import Rating
 from hub.models import Survey
 from hub.models import WriteBack
 from hub.models import utcnow
+from hub.webhooks.models import MessageState
+from hub.webhooks.models import WebhookAttempt
 from hub.webhooks.models import WebhookEvent
 from hub.webhooks.models import WebhookMessage
 from hub.webhooks.models import WebhookSubscription
@@ -153,11 +158,35 @@ def rating_changed(rating: Rating, created: bool, now: datetime) -> None:
     """
     if rating.suspected_scanner:
         return
+    if created and rating.id is not None:
+        _cancel_scanner_news(rating.id, now)
     survey = db.session.get(Survey, rating.survey_id)
     facts, group = _rating_facts(rating, survey)
     grace = timedelta(seconds=current_app.config.get("HUB_WRITEBACK_GRACE") or 0)
     kind = RATING_CREATED if created else RATING_UPDATED
     record_event(kind, facts, survey=survey, group=group, now=now, delay=grace or None)
+
+
+def _cancel_scanner_news(rating_id: int, now: datetime) -> None:
+    # The person's own click on a rating a mail scanner clicked first: the scanner's
+    # score, still waiting to go out, is not the rating's news.
+    events = select(WebhookEvent.id).where(
+        WebhookEvent.type.in_((RATING_CREATED, RATING_UPDATED)),
+        WebhookEvent.data["rating_id"].as_integer() == rating_id,
+    )
+    db.session.execute(
+        update(WebhookMessage)
+        .where(
+            WebhookMessage.event_id.in_(events),
+            WebhookMessage.state == MessageState.PENDING.value,
+        )
+        .values(
+            state=MessageState.CANCELLED.value,
+            last_error="Not sent: a mail scanner's click; the person's own click was sent.",
+            updated_at=now,
+        ),
+        execution_options={"synchronize_session": False},
+    )
 
 
 def comment_added(rating: Rating, now: datetime) -> None:
@@ -183,3 +212,25 @@ def write_back_failed(write_back: WriteBack, error: str, now: datetime) -> None:
     facts, group = _rating_facts(rating, survey)
     facts.update(write_back_id=write_back.id, kind=write_back.kind, error=error[:1000])
     record_event(WRITEBACK_FAILED, facts, survey=survey, group=group, now=now)
+
+
+def forget_events(delivery_ids: Select) -> int:
+    """Delete the events about these deliveries (and their ratings), with their messages
+    and attempts, in the caller's transaction (erasing a person): a write-back's error
+    in an event could quote the address. Returns the events removed."""
+    events = select(WebhookEvent.id).where(
+        WebhookEvent.data["delivery_id"].as_integer().in_(delivery_ids)
+    )
+    messages = select(WebhookMessage.id).where(WebhookMessage.event_id.in_(events))
+    options = {"synchronize_session": False}
+    db.session.execute(
+        delete(WebhookAttempt).where(WebhookAttempt.message_id.in_(messages)),
+        execution_options=options,
+    )
+    db.session.execute(
+        delete(WebhookMessage).where(WebhookMessage.event_id.in_(events)),
+        execution_options=options,
+    )
+    return db.session.execute(
+        delete(WebhookEvent).where(WebhookEvent.id.in_(events)), execution_options=options
+    ).rowcount

@@ -22,6 +22,7 @@ from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy import update
 
+from hub.crypto import SecretsUnreadable
 from hub.extensions import db
 from hub.jobs import DEFAULT
 from hub.jobs import enqueue_once
@@ -62,6 +63,13 @@ def enqueue_message(message_id: int) -> bool:
     return enqueue_once(
         send_message, marker(message_id), message_id, queue=DEFAULT, job_timeout=120
     )
+
+
+#: The attempt's error when the signing secret was made with a key the hub no longer has.
+UNREADABLE_SECRET = (
+    "The signing secret cannot be decrypted with the current HUB_SECRET_KEY: put the old "
+    "key in HUB_OLD_SECRET_KEYS and run `surveyhub rotate-secrets`."
+)
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -182,8 +190,15 @@ def _deliver(message: WebhookMessage, now: datetime) -> str:
     if subscription.format == "slack":
         body = slack_body(body)
     text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    headers = signed_headers(subscription.get_secret(), message.event.uid, datetime.now(UTC), text)
-    outcome = post(subscription.url, text, headers)
+    try:
+        secret = subscription.get_secret()
+    except SecretsUnreadable:
+        # Counted as a failed try: logged, retried, and the subscription disabled after
+        # a day (with the email) rather than retried unseen for ever.
+        outcome = Outcome(None, UNREADABLE_SECRET, 0)
+    else:
+        headers = signed_headers(secret, message.event.uid, datetime.now(UTC), text)
+        outcome = post(subscription.url, text, headers)
     db.session.add(
         WebhookAttempt(
             subscription_id=subscription.id,

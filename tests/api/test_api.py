@@ -67,6 +67,7 @@ def test_a_token_is_shown_once_and_kept_as_a_hash(app, admin_id):
         "/api-tokens", data={"csrf_token": csrf_of(form), "name": "BI", "scope": "read"}
     )
     token = re.search(r"shub_[A-Za-z0-9]{8}_[A-Za-z0-9_-]{43}", made.text).group(0)
+    assert made.headers["Cache-Control"] == "no-store"  # no cache keeps the page
     with app.app_context():
         row = db.session.execute(select(ApiToken)).scalar_one()
         assert row.token_hash == hashlib.sha256(token.encode()).hexdigest()
@@ -256,6 +257,11 @@ def test_each_token_has_its_own_rate_limit(tmp_path, database_url):
     limited = client.get("/api/v1/surveys", headers=bearer(first))
     assert limited.status_code == 429 and limited.mimetype == "application/problem+json"
     assert int(limited.headers["Retry-After"]) > 0
+    assert client.get("/api/v1/surveys", headers=bearer(second)).status_code == 200
+    # Someone copying the second token's public prefix spends no quota of its owner's.
+    forged = second[:14] + "x" * 43
+    for _ in range(5):
+        assert client.get("/api/v1/surveys", headers=bearer(forged)).status_code in (401, 429)
     assert client.get("/api/v1/surveys", headers=bearer(second)).status_code == 200
     with app.app_context():
         db.session.remove()

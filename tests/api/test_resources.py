@@ -236,6 +236,12 @@ def test_an_agents_export_holds_only_their_ratings(app, admin_id):
     text = client.get("/api/v1/ratings/export.ndjson?agent=agent-9",
                       headers=bearer(token_for(app, agent))).text  # fmt: skip
     assert [json.loads(line)["comment"] for line in text.splitlines()] == ["mine"]
+    # Agents' pages never show customers' addresses; nor do their tokens.
+    assert [json.loads(line)["requester_email"] for line in text.splitlines()] == [None]
+    admin_text = client.get(
+        "/api/v1/ratings/export.ndjson", headers=bearer(token_for(app, admin_id))
+    ).text
+    assert all(json.loads(line)["requester_email"] for line in admin_text.splitlines())
     assert count(app, Rating) == 2
 
 

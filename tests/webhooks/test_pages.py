@@ -42,6 +42,7 @@ def test_the_secret_is_shown_once_and_stored_encrypted(app, admin, receiver):
         format="slack",
     )
     assert created.status_code == 200
+    assert created.headers["Cache-Control"] == "no-store"  # the secret stays in no cache
     secret = created.text.split('<code tabindex="0" style="overflow-wrap:anywhere">')[1]
     secret = secret.split("</code>")[0]
     assert secret.startswith("whsec_") and len(secret) > 40

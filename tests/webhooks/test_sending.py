@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 from standardwebhooks import Webhook
 
+from hub.crypto import Vault
 from hub.extensions import db
 from hub.jobs import DEFAULT
 from hub.jobs import get_queue
@@ -187,7 +188,9 @@ def test_a_failing_subscriber_is_retried_then_disabled_and_admins_told(
     assert told == ["ann@example.com", "bob@example.com"]
     message = smtp_server.handler.messages[0]
     assert message["Subject"] == "A SurveyHub webhook was disabled"
-    assert receiver.url in message.get_content()
+    text = message.get_content()
+    assert f"#{subscription_id} to 127.0.0.1" in text
+    assert receiver.url not in text  # a subscriber's URL may be a credential (Slack's)
 
     # The log shows each attempt: time, event, status, duration.
     page = signed_in(app, admin_id).get(f"/webhooks/{subscription_id}").text
@@ -266,6 +269,43 @@ def test_a_slack_subscription_gets_a_detractor_alert_with_comment_agent_and_tick
     assert "Nobody answered &lt;@channel&gt; for a week" in shown  # no mention from a comment
     assert "Agent: Alex" in shown
     assert "<https://acme.example/t/conv-0|Ticket conv-0>" in shown
+
+
+def test_a_scanners_clicks_send_nothing_and_the_persons_click_is_created(app, receiver):
+    subscribe(app, receiver.url, events=["rating.created", "rating.updated"])
+    with app.app_context():
+        (delivery_id,) = add_deliveries(1)
+        delivery = db.session.get(Delivery, delivery_id)
+        start = utcnow()
+        # A mail scanner opens every score link within a second: flagged; what its first
+        # click queued is not sent.
+        record_score(delivery, 10, 11, now=start, automatic=True)
+        rating, _ = record_score(delivery, 0, 11, now=start + timedelta(seconds=1), automatic=True)
+        assert rating.suspected_scanner
+        # The person's own click is the rating's creation; a later change its update.
+        record_score(delivery, 2, 11, now=start + timedelta(minutes=5))
+        record_score(delivery, 3, 11, now=start + timedelta(minutes=6))
+    send_all(app)
+    got = [(r.json["type"], r.json["data"]["rating"]["value"]) for r in receiver.requests]
+    assert got == [("rating.created", 2), ("rating.updated", 3)]
+
+
+def test_a_secret_the_hub_cannot_decrypt_is_a_logged_failure(app, receiver):
+    subscription_id, _ = subscribe(app, receiver.url)
+    with app.app_context():
+        (delivery_id,) = add_deliveries(1)
+    rate(app, delivery_id, 9)
+    # HUB_SECRET_KEY replaced without keeping the old one in HUB_OLD_SECRET_KEYS.
+    app.extensions["hub"].vault = Vault("another-secret-key-0123456789abcdef")
+    start = utcnow()
+    with app.app_context():
+        (message_id,) = pending_messages()
+        assert send_message(message_id, now=start) == "pending"
+        (attempt,) = db.session.execute(select(WebhookAttempt)).scalars().all()
+        assert "cannot be decrypted" in attempt.error and not attempt.succeeded
+        assert send_message(message_id, now=start + timedelta(hours=25)) == "failed"
+        assert not db.session.get(WebhookSubscription, subscription_id).active
+    assert receiver.requests == []  # nothing unsigned ever leaves
 
 
 def test_a_redirect_is_not_followed_and_counts_as_a_failure(app, receiver):
