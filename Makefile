@@ -8,7 +8,7 @@ SOURCES := pyproject.toml plugins/metrics/pyproject.toml plugins/kustomer/pyproj
 
 AXE := tests/a11y/node_modules/axe-core/axe.min.js
 
-.PHONY: run test format translations screenshots clean
+.PHONY: run test bench format translations screenshots clean
 
 run: $(VENV)/.installed
 	$(BIN)/surveyhub run
@@ -17,6 +17,20 @@ test: $(VENV)/.installed-test $(AXE)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The benchmarks (docs/performance.md): each prints its ratio against a baseline measured in
+# the same run as its last line. They need PostgreSQL (DATABASE_URL, else the local `test`
+# database), as `make test` does. The sizes keep the whole under 15 minutes on 2 cores;
+# the issue's full sizes: make bench BENCH_SCAN_SEND=10000 BENCH_SCAN_MEMORY=100000.
+BENCH_SCAN_SEND ?= 2000
+BENCH_SCAN_MEMORY ?= 5000
+BENCH_EXPORT ?= 1000000
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/kustomer_requests.py
+	$(BIN)/python bench/scan_send.py $(BENCH_SCAN_SEND)
+	$(BIN)/python bench/scan_memory.py $(BENCH_SCAN_MEMORY)
+	$(BIN)/python bench/eligible_to_sent.py
+	$(BIN)/python bench/export_memory.py $(BENCH_EXPORT)
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .

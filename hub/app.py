@@ -28,6 +28,7 @@ from hub.extensions import login_manager
 from hub.extensions import migrate
 from hub.i18n import babel
 from hub.i18n import select_locale
+from hub.logs import configure_web_logging
 from hub.registry import Registry
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -75,11 +76,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if not app.config["HUB_BASE_URL"] and (app.config.get("DEBUG") or app.config.get("TESTING")):
         app.config["HUB_BASE_URL"] = "http://localhost:5000"
     validate_config(app.config)
-    if app.config["HUB_TRUSTED_PROXIES"]:
+    if app.config["HUB_LOG_FORMAT"] == "json":
+        configure_web_logging(app)  # one JSON object per line, as the workers write
+    hops = app.config.get("HUB_PROXY_HOPS") or app.config.get("HUB_TRUSTED_PROXIES") or 0
+    if hops:
         # Behind N proxies (the https front the docs ask for) the client is the address
-        # they report, not theirs: sign-in limits must count people, not the proxy.
-        trusted = app.config["HUB_TRUSTED_PROXIES"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted, x_proto=trusted)
+        # they report, not theirs: sign-in limits must count people, not the proxy. The
+        # scheme and host are the ones the customer used (secure cookies, CSRF's https
+        # referrer check). Without the setting these headers are ignored: anyone can send them.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     instance_path.mkdir(parents=True, exist_ok=True)
     _configure_database(app)
 

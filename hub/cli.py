@@ -161,7 +161,7 @@ def scheduler() -> None:
 
     app = current_app._get_current_object()
     check_redis(app)
-    configure_job_logging(app.config["HUB_LOG_LEVEL"])
+    configure_job_logging(app.config["HUB_LOG_LEVEL"], app.config["HUB_LOG_FORMAT"])
     runner = Scheduler(app)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: runner.stopping.set())

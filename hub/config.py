@@ -6,6 +6,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from email.headerregistry import Address
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -71,13 +72,24 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict[str, An
         "HUB_PLUGINS": _list(environ.get("HUB_PLUGINS")),
         "HUB_ALLOWED_HELPDESK_URLS": _list(environ.get("HUB_ALLOWED_HELPDESK_URLS")),
         "HUB_SCHEDULER_TICK": _number(environ, "HUB_SCHEDULER_TICK", 5, float),
-        "HUB_TRUSTED_PROXIES": _number(environ, "HUB_TRUSTED_PROXIES", 0, int),
+        # HUB_TRUSTED_PROXIES is the setting's earlier name, still read.
+        "HUB_PROXY_HOPS": _number(
+            environ,
+            "HUB_PROXY_HOPS" if environ.get("HUB_PROXY_HOPS") else "HUB_TRUSTED_PROXIES",
+            0,
+            int,
+        ),
         "HUB_SCAN_INTERVAL": _number(environ, "HUB_SCAN_INTERVAL", 300, float),
         "HUB_RECONCILE_INTERVAL": _number(environ, "HUB_RECONCILE_INTERVAL", 30, float),
         "HUB_SENDING_TIMEOUT": _number(environ, "HUB_SENDING_TIMEOUT", 600, float),
         "HUB_WRITEBACK_GRACE": _number(environ, "HUB_WRITEBACK_GRACE", 120, float),
         "HUB_STOP_TIMEOUT": _number(environ, "HUB_STOP_TIMEOUT", 15, float),
         "HUB_LOG_LEVEL": environ.get("HUB_LOG_LEVEL") or "INFO",
+        "HUB_LOG_FORMAT": (environ.get("HUB_LOG_FORMAT") or "text").strip().lower(),
+        "HUB_METRICS_TOKEN": environ.get("HUB_METRICS_TOKEN") or "",
+        "HUB_METRICS_ALLOWED_IPS": _list(
+            environ.get("HUB_METRICS_ALLOWED_IPS") or "127.0.0.0/8,::1"
+        ),
         "HUB_API_RATE_LIMIT": environ.get("HUB_API_RATE_LIMIT") or "600 per minute",
         "SMTP_HOST": environ.get("HUB_SMTP_HOST") or "",
         "SMTP_PORT": _number(environ, "HUB_SMTP_PORT", 25, int),
@@ -144,6 +156,22 @@ def validate_config(config: Mapping[str, Any]) -> None:
         )
     if config.get("SMTP_SECURITY") not in {"none", "starttls", "ssl"}:
         raise ConfigError("HUB_SMTP_SECURITY must be one of: none, starttls, ssl.")
+    if (config.get("HUB_PROXY_HOPS") or 0) < 0:
+        raise ConfigError(
+            "HUB_PROXY_HOPS must be 0 (no proxy) or the number of proxies in front of the hub."
+        )
+    if config.get("HUB_LOG_FORMAT", "text") not in {"text", "json"}:
+        raise ConfigError("HUB_LOG_FORMAT must be text or json.")
+    for network in config.get("HUB_METRICS_ALLOWED_IPS") or ():
+        if network == "none":
+            continue
+        try:
+            ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"HUB_METRICS_ALLOWED_IPS: {network!r} is not an address or network such as "
+                "10.0.0.0/8 (or write none to require HUB_METRICS_TOKEN)."
+            ) from None
     scheme = str(config.get("REDIS_URL", "")).split(":", 1)[0]
     if scheme not in {"redis", "rediss", "unix"}:
         raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://.")

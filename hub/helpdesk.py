@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -63,6 +64,12 @@ class Unavailable(HelpdeskError):
     retryable = True
 
 
+#: Redis hashes counting each connection's helpdesk requests and 429 answers (field: the
+#: context's name), shared by every process on every machine; `/metrics` reads them.
+REQUESTS_KEY = "surveyhub:metrics:helpdesk-requests"
+RATE_LIMITED_KEY = "surveyhub:metrics:helpdesk-rate-limited"
+
+
 @dataclass(frozen=True)
 class HelpdeskContext:
     """What the hub lends a connector: a name for shared state, Redis, the URL allow-list."""
@@ -70,6 +77,21 @@ class HelpdeskContext:
     name: str = "default"
     redis: Any = None
     allowed_urls: tuple[str, ...] = ()
+
+    def count_request(self, status: int | None) -> None:
+        """Count one HTTP request made to the helpdesk for this connection, and a 429
+        when `status` (the answer's status code; None when no answer came) is one.
+
+        For `/metrics` and the Operations page; without Redis it counts nothing, and it
+        never raises (a lost count must not fail a helpdesk call).
+        """
+        if self.redis is None:
+            return
+        with contextlib.suppress(Exception), self.redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(REQUESTS_KEY, self.name, 1)
+            if status == 429:
+                pipe.hincrby(RATE_LIMITED_KEY, self.name, 1)
+            pipe.execute()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from rq.job import Job
 from sqlalchemy import text
 
 from hub.extensions import db
+from hub.logs import clear as clear_log_context
+from hub.logs import configure_logging
 from hub.models import utcnow
 
 #: Housekeeping that keeps the rest moving (heartbeat, reconciler, scan scheduling).
@@ -119,10 +121,12 @@ class HubJob(Job):
         with HubJob.app.app_context():
             # The work horse is a fork: never reuse database connections of the parent.
             db.engine.dispose(close=False)
+            clear_log_context()
             try:
                 return super().perform()
             finally:
                 db.session.remove()
+                clear_log_context()
 
 
 class JobIdFilter(logging.Filter):
@@ -134,26 +138,25 @@ class JobIdFilter(logging.Filter):
         return True
 
 
-def configure_job_logging(level: str) -> None:
-    """Log to stderr with the current job id on every line."""
-    handler = logging.StreamHandler()
-    handler.addFilter(JobIdFilter())
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+def configure_job_logging(level: str, fmt: str = "text") -> None:
+    """Log to stderr with the current job id on every line (`fmt` "json": one JSON
+    object per line, see `hub.logs`)."""
+    configure_logging(level, fmt)
 
 
 def run_worker(app: Flask, queues: Sequence[str] = QUEUES, burst: bool = False) -> bool:
     """Process jobs from `queues` until stopped (or until empty with `burst`)."""
+    from hub.observability import count_job_exception
+
     HubJob.app = app
     connection = redis_connection(app)
     worker = Worker(
         [Queue(name, connection=connection, job_class=HubJob) for name in queues],
         connection=connection,
         job_class=HubJob,
+        exception_handlers=[count_job_exception],  # counts; RQ files the job as before
     )
-    configure_job_logging(app.config["HUB_LOG_LEVEL"])
+    configure_job_logging(app.config["HUB_LOG_LEVEL"], app.config["HUB_LOG_FORMAT"])
     return worker.work(burst=burst, logging_level=app.config["HUB_LOG_LEVEL"])
 
 

@@ -249,6 +249,8 @@ class Delivery(TimestampMixin, db.Model):
         Index("ix_deliveries_state_updated_at", "state", "updated_at"),
         Index("ix_deliveries_survey_created_at", "survey_id", "created_at"),
         Index("ix_deliveries_agent_ref_id", "agent_ref", "id"),
+        # /metrics counts skips by reason at every scrape: an index-only scan.
+        Index("ix_deliveries_state_skip_reason", "state", "skip_reason"),
     )
 
 

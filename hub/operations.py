@@ -19,8 +19,6 @@ from rq.exceptions import InvalidJobOperation
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry
-from rq.registry import ScheduledJobRegistry
-from rq.registry import StartedJobRegistry
 from sqlalchemy import select
 
 from hub.connections import MISSING_PREFIX
@@ -40,6 +38,9 @@ from hub.jobs import redis_connection
 from hub.models import Connection
 from hub.models import ConnectionStatus
 from hub.models import Survey
+from hub.observability import ProcessCounts
+from hub.observability import process_counts
+from hub.observability import queue_depth
 from hub.registry import ENTRY_POINT_GROUP
 from hub.registry import PluginInfo
 from hub.registry import Registry
@@ -201,13 +202,13 @@ def redis_state(app: Flask | None = None) -> RedisState:
 
 
 def _queue_state(name: str, app: Flask) -> QueueState:
-    queue = get_queue(name, app)
+    depth = queue_depth(name, app)  # the numbers /metrics reports
     return QueueState(
         name=name,
-        queued=queue.count,
-        running=StartedJobRegistry(queue=queue).count,
-        failed=FailedJobRegistry(queue=queue).count,
-        scheduled=ScheduledJobRegistry(queue=queue).count,
+        queued=depth.queued,
+        running=depth.started,
+        failed=depth.failed,
+        scheduled=depth.scheduled,
     )
 
 
@@ -324,6 +325,15 @@ def ago(moment: datetime | None, now: datetime | None = None) -> str:
     if seconds < 172800:
         return f"{int(seconds // 3600)} h ago"
     return f"{int(seconds // 86400)} days ago"
+
+
+def process_usage(app: Flask | None = None) -> ProcessCounts | None:
+    """Helpdesk requests and 429s, scan times and job failures as `/metrics` reports them;
+    None when Redis is away."""
+    try:
+        return process_counts(app)
+    except RedisError:
+        return None
 
 
 # -- Database side ------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from flask import Flask
 from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
+from rq.registry import StartedJobRegistry
+from sqlalchemy.exc import SQLAlchemyError
 
 from hub.contracts import PeriodicJob
 from hub.jobs import CONTROL
@@ -116,10 +118,30 @@ class Scheduler:
 
     def _still_running(self, job_id: str) -> bool:
         try:
-            status = HubJob.fetch(job_id, connection=self.redis).get_status(refresh=False)
+            job = HubJob.fetch(job_id, connection=self.redis)
         except NoSuchJobError:
             return False
+        status = job.get_status(refresh=False)
+        if status == JobStatus.STARTED:
+            # A worker killed mid-job leaves it "started" until RQ's own clean-up, every
+            # 10 minutes: no reconciles or scans meanwhile. Its heartbeat stops, so its
+            # entry in the started registry expires within a minute or two: clean that
+            # registry now and ask again.
+            StartedJobRegistry(job.origin, connection=self.redis, job_class=HubJob).cleanup()
+            status = job.get_status(refresh=True)
         return status in _UNFINISHED
+
+    def enqueue_due_scans(self) -> int:
+        """Start the scans webhooks asked for that are due now: checked every tick, so a
+        survey goes out within seconds of its ticket being due, not a reconcile later."""
+        from hub.pipeline.recovery import enqueue_due_scans
+
+        try:
+            with self.app.app_context():
+                return enqueue_due_scans()
+        except (SQLAlchemyError, RedisError) as exc:
+            log.warning("Could not start due scans (%s); the reconciler will.", exc)
+            return 0
 
     def run(self) -> None:
         """Loop until `stopping` is set: lead and enqueue, or wait for the leader to go."""
@@ -133,6 +155,7 @@ class Scheduler:
                             waiting_logged = False
                         for name in self.run_due():
                             log.info("Enqueued periodic job %s", name)
+                        self.enqueue_due_scans()
                     elif not waiting_logged:
                         log.info("Another scheduler is active; waiting to take over.")
                         waiting_logged = True

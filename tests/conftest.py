@@ -279,11 +279,18 @@ class CollectingHandler:
 
     @property
     def messages(self):
+        # Each envelope parsed once: aiosmtpd reads the handler's attributes on every
+        # new connection, and parsing all mail each time made big runs quadratic.
         from email import policy
         from email.parser import BytesParser
 
+        parsed = self.__dict__.setdefault("_parsed", [])
+        if len(parsed) > len(self.envelopes):  # the list was replaced
+            parsed.clear()
         parser = BytesParser(policy=policy.default)
-        return [parser.parsebytes(envelope.content) for envelope in self.envelopes]
+        for envelope in self.envelopes[len(parsed) :]:
+            parsed.append(parser.parsebytes(envelope.content))
+        return list(parsed)
 
 
 @pytest.fixture

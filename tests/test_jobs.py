@@ -186,3 +186,22 @@ def test_a_standby_takes_over_when_the_leaders_lease_runs_out(sqlite_app, redis_
     assert wait_for(lambda: redis_client.get(LEADER_KEY) is None, timeout=5)
     assert standby.acquire()
     assert not leader.acquire()  # a leader that comes back waits its turn
+
+
+def test_a_periodic_job_whose_worker_died_is_enqueued_again(sqlite_app, redis_client):
+    from rq.job import JobStatus
+    from rq.registry import StartedJobRegistry
+
+    from hub.jobs import HubJob
+
+    scheduler = Scheduler(sqlite_app)
+    assert "reconcile" in scheduler.run_due(now=1_000.0)
+    # A worker took the job and was SIGKILLed: "started", its heartbeat long expired.
+    job = HubJob.fetch("periodic-reconcile", connection=redis_client)
+    redis_client.lrem("rq:queue:control", 0, job.id)
+    job.set_status(JobStatus.STARTED)
+    started = StartedJobRegistry("control", connection=redis_client)
+    redis_client.zadd(started.key, {f"{job.id}:dead-execution": time.time() - 60})
+    # The next reconcile is due; the dead copy does not hold it back for 10 minutes.
+    assert "reconcile" in scheduler.run_due(now=1_035.0)
+    assert job.get_status(refresh=True) == JobStatus.QUEUED

@@ -48,7 +48,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 def test_the_production_block_runs_as_written(tmp_path, postgres_schema_url, redis_client):
     checkout = tmp_path / "checkout"
     checkout.mkdir()
-    for name in ("pyproject.toml", "README.md", "constraints.txt", "wsgi.py"):
+    for name in ("pyproject.toml", "README.md", "constraints.txt", "wsgi.py", "gunicorn.conf.py"):
         shutil.copy2(ROOT / name, checkout / name)
     for name in ("hub", "templates", "migrations", "plugins"):
         shutil.copytree(

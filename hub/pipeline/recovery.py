@@ -9,6 +9,7 @@ themselves, since the email may have gone out).
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from datetime import timedelta
 
 from flask import current_app
@@ -41,6 +42,25 @@ def scan_active_surveys() -> int:
         select(Survey.connection_id).where(Survey.active.is_(True)).distinct()
     ).scalars()
     return sum(enqueue_scan(connection_id) for connection_id in ids)
+
+
+def enqueue_due_scans(now: datetime | None = None) -> int:
+    """Start the scans webhooks asked for (`Survey.scan_due_at`) once they are due; the
+    active scheduler calls this every tick, the reconciler as a backstop."""
+    now = now or utcnow()
+    due_scans = (
+        db.session.execute(select(Survey).where(Survey.active.is_(True), Survey.scan_due_at <= now))
+        .scalars()
+        .all()
+    )
+    if not due_scans:
+        return 0
+    for survey in due_scans:
+        survey.scan_due_at = None
+    db.session.commit()
+    return sum(
+        enqueue_scan(connection_id) for connection_id in {s.connection_id for s in due_scans}
+    )
 
 
 def reconcile() -> dict[str, int]:
@@ -93,17 +113,7 @@ def reconcile() -> dict[str, int]:
         .limit(BATCH)
     ).scalars()
     done["write_backs"] = sum(enqueue_write_back(wb_id) for wb_id in due_write_backs)
-    due_scans = (
-        db.session.execute(select(Survey).where(Survey.active.is_(True), Survey.scan_due_at <= now))
-        .scalars()
-        .all()
-    )
-    for survey in due_scans:
-        survey.scan_due_at = None
-    db.session.commit()
-    done["scans"] = sum(
-        enqueue_scan(connection_id) for connection_id in {s.connection_id for s in due_scans}
-    )
+    done["scans"] = enqueue_due_scans(now)
     done["erasures"] = enqueue_due_erasures(now)
     done.update(reconcile_webhooks(now))
     if any(done.values()):

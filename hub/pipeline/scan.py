@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
@@ -31,11 +32,13 @@ from hub.jobs import SCANS
 from hub.jobs import enqueue_once
 from hub.jobs import forget_enqueued
 from hub.jobs import redis_connection
+from hub.logs import bind as bind_log
 from hub.models import Connection
 from hub.models import Delivery
 from hub.models import DeliveryState
 from hub.models import Survey
 from hub.models import utcnow
+from hub.observability import record_scan
 from hub.pipeline.decide import ALREADY_SURVEYED
 from hub.pipeline.decide import UNSUBSCRIBED
 from hub.pipeline.decide import skip_reason
@@ -52,9 +55,14 @@ OVERLAP = timedelta(hours=1)
 #: A scan may run this long (a look-back, a catch-up after an outage, rate-limit waits);
 #: its lock lasts as long, so a killed worker's lock expires with it.
 SCAN_TIMEOUT = 2 * 3600
-SCAN_LOCK_SECONDS = SCAN_TIMEOUT
-#: Log the progress of a long scan every this many tickets.
+#: The scan lock's lease, renewed while tickets arrive: a worker killed mid-scan holds
+#: the connection's scans back for this long at most (not the job's two hours).
+SCAN_LOCK_SECONDS = 300
+LOCK_RENEW_SECONDS = 60.0
+#: Log the progress of a long scan every this many tickets, and at least this often
+#: (seconds) while tickets arrive (a scan slowed by the helpdesk's rate limit).
 PROGRESS_EVERY = 1000
+PROGRESS_SECONDS = 30.0
 
 
 @dataclass
@@ -181,12 +189,17 @@ def scan_connection(
     lock = f"surveyhub:scan-lock:connection:{connection_id}"
     if not dry_run and not _lock(lock):
         return {}
+    started = time.monotonic()
     try:
         # A look-back only ever previews: a real scan never reaches before activation.
         lookback = timedelta(days=lookback_days if dry_run else 0)
-        return _scan(surveys, dry_run, on_decision, lookback)
+        reports = _scan(surveys, dry_run, on_decision, lookback, None if dry_run else lock)
+        if not dry_run:
+            record_scan(connection_id, time.monotonic() - started)
+        return reports
     except Exception as exc:
         if not dry_run:
+            record_scan(connection_id, time.monotonic() - started, ok=False)
             db.session.rollback()
             for survey in surveys:
                 db.session.refresh(survey)
@@ -199,7 +212,11 @@ def scan_connection(
 
 
 def _scan(
-    surveys: list[Survey], dry_run: bool, on_decision: Decision | None, lookback: timedelta
+    surveys: list[Survey],
+    dry_run: bool,
+    on_decision: Decision | None,
+    lookback: timedelta,
+    lock: str | None = None,
 ) -> dict[int, ScanReport]:
     now = utcnow()
     connection_id = surveys[0].connection_id
@@ -242,11 +259,24 @@ def _scan(
 
     connection = db.session.get(Connection, connection_id)
     helpdesk = open_helpdesk(connection)
-    seen = 0
+    bind_log(connection_id=connection_id, **({"survey_id": ids[0]} if len(ids) == 1 else {}))
+    seen, started = 0, time.monotonic()
+    next_note = started + PROGRESS_SECONDS
+    next_renewal = started + LOCK_RENEW_SECONDS
     for ticket in helpdesk.scan(widest([plan[2] for plan in plans]), wants=wants):
         seen += 1
-        if seen % PROGRESS_EVERY == 0:
-            log.info("Scan of connection %s: %s tickets so far", connection_id, seen)
+        moment = time.monotonic()
+        if lock and moment >= next_renewal:
+            next_renewal = moment + LOCK_RENEW_SECONDS
+            _renew(lock)
+        if seen % PROGRESS_EVERY == 0 or moment >= next_note:
+            next_note = moment + PROGRESS_SECONDS
+            log.info(
+                "Scan of connection %s: %s tickets so far (%.0f s)",
+                connection_id,
+                seen,
+                moment - started,
+            )
         ticket, done = prepare(ticket)
         for survey, settings, window in plans:
             if not _holds(window, ticket):
@@ -293,8 +323,9 @@ def _scan(
         survey.last_scan_at = now
         survey.last_scan_error = ""
     db.session.commit()
-    if seen >= PROGRESS_EVERY:
-        log.info("Scan of connection %s done: %s tickets", connection_id, seen)
+    elapsed = time.monotonic() - started
+    if seen >= PROGRESS_EVERY or elapsed >= PROGRESS_SECONDS:
+        log.info("Scan of connection %s done: %s tickets in %.0f s", connection_id, seen, elapsed)
     enqueue_sends(created)
     return reports
 
@@ -347,6 +378,11 @@ def _lock(key: str) -> bool:
         return bool(redis_connection().set(key, 1, nx=True, ex=SCAN_LOCK_SECONDS))
     except RedisError:
         return True  # without Redis the unique (survey, ticket) rows still prevent duplicates
+
+
+def _renew(key: str) -> None:
+    with contextlib.suppress(RedisError):
+        redis_connection().expire(key, SCAN_LOCK_SECONDS)
 
 
 def _unlock(key: str) -> None:

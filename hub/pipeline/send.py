@@ -29,6 +29,7 @@ from hub.jobs import WRITE_BACKS
 from hub.jobs import forget_enqueued
 from hub.jobs import get_queue
 from hub.jobs import mark_enqueued
+from hub.logs import bind as bind_log
 from hub.mail import Mailer
 from hub.mail import PermanentMailError
 from hub.mail import TemporaryMailError
@@ -260,6 +261,7 @@ def _check_and_send_all(
 
 
 def _decide_and_send(delivery: Delivery, ticket: Ticket | None, mailer: LazyMailer, now) -> str:
+    bind_log(survey_id=delivery.survey_id)
     if ticket is None:
         return _skip(delivery, TICKET_GONE)
     survey = delivery.survey

@@ -20,6 +20,7 @@ from hub.helpdesk import RateLimited
 from hub.jobs import WRITE_BACKS
 from hub.jobs import enqueue_once
 from hub.jobs import forget_enqueued
+from hub.logs import bind as bind_log
 from hub.models import Rating
 from hub.models import WriteBack
 from hub.models import WriteBackState
@@ -133,6 +134,7 @@ def run_write_back(write_back_id: int) -> str:
     write_back = db.session.get(WriteBack, write_back_id)
     if claimed.rowcount != 1:
         return write_back.state if write_back else "missing"
+    bind_log(survey_id=write_back.rating.survey_id)
     try:
         return _write(write_back, now)
     except Exception as exc:  # a bug or a missing plugin: show it, retry later

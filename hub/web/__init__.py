@@ -29,6 +29,8 @@ def register_web(app: Flask) -> None:
     from hub.web.health import bp as health_bp
     from hub.web.home import bp as home_bp
     from hub.web.invitations import bp as invitations_bp
+    from hub.web.metrics import bp as metrics_bp
+    from hub.web.metrics import init_request_metrics
     from hub.web.operations import bp as operations_bp
     from hub.web.outbox import bp as outbox_bp
     from hub.web.people import bp as people_bp
@@ -46,6 +48,8 @@ def register_web(app: Flask) -> None:
     )
 
     app.register_blueprint(health_bp)
+    app.register_blueprint(metrics_bp)
+    init_request_metrics(app)
     app.register_blueprint(auth_bp)
     app.register_blueprint(home_bp)
     app.register_blueprint(public_bp)

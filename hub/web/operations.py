@@ -15,6 +15,8 @@ from redis.exceptions import RedisError
 from hub import operations
 from hub.extensions import db
 from hub.models import Connection
+from hub.observability import connection_label
+from hub.observability import counts_from_database
 from hub.web.access import admin_required
 
 bp = Blueprint("operations", __name__)
@@ -28,6 +30,9 @@ def index():
     return render_template(
         "operations/index.html",
         redis=operations.redis_state(),
+        counts=counts_from_database(),
+        usage=operations.process_usage(),
+        connection_label=connection_label,
         surveys=operations.surveys(),
         connections=operations.connection_health(registry),
         metrics=registry.metrics,

@@ -378,3 +378,27 @@ def test_each_delivery_records_the_link_to_its_conversation(hub):
     for ticket_id, url in rows:
         customer = conversations[ticket_id]["customer_id"]
         assert url == f"{hub.sandbox.url}/app/customers/{customer}/event/{ticket_id}"
+
+
+def test_the_scan_lock_is_a_short_lease_renewed_while_tickets_arrive(hub, monkeypatch):
+    from hub.jobs import redis_connection
+    from hub.pipeline import scan
+
+    leases = []
+
+    def renew(key):
+        before = redis_connection().ttl(key)
+        real(key)
+        leases.append((before, redis_connection().ttl(key)))
+
+    real = scan._renew
+    monkeypatch.setattr(scan, "LOCK_RENEW_SECONDS", 0.0)
+    monkeypatch.setattr(scan, "_renew", renew)
+    with hub.app.app_context():
+        scan_connection(hub.connection_id)
+        lock = f"surveyhub:scan-lock:connection:{hub.connection_id}"
+        assert redis_connection().get(lock) is None  # released at the end
+    # A killed worker's lock lapses in minutes, not the scan job's two hours; a live
+    # scan keeps renewing it.
+    assert leases and all(0 < after <= 300 for _, after in leases)
+    assert all(before <= after for before, after in leases)

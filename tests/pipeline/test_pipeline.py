@@ -15,6 +15,7 @@ from hub.models import Survey
 from hub.models import WriteBack
 from hub.models import utcnow
 from hub.pipeline.activation import deactivate
+from hub.pipeline.events import DUE_MARGIN
 from hub.pipeline.recovery import reconcile
 from hub.pipeline.reminders import send_reminders
 from hub.pipeline.scan import scan_survey
@@ -302,12 +303,29 @@ def test_a_webhook_resolution_asks_for_a_scan_when_the_ticket_is_due(hub, redis_
             connection, TicketEvent("evt-1", "conv-x", resolved)
         )
         survey = db.session.get(Survey, hub.survey_id)
-        assert (
-            abs((survey.scan_due_at - (resolved + timedelta(hours=48, minutes=1))).total_seconds())
-            < 1
-        )
+        due = resolved + timedelta(hours=48) + DUE_MARGIN
+        assert abs((survey.scan_due_at - due).total_seconds()) < 1
         redis_client.flushdb()
         assert reconcile()["scans"] == 1
+        assert db.session.get(Survey, hub.survey_id).scan_due_at is None
+
+
+def test_the_active_scheduler_starts_a_due_scan_at_its_next_tick(hub, redis_client):
+    from hub.scheduler import Scheduler
+
+    with hub.app.app_context():
+        survey = db.session.get(Survey, hub.survey_id)
+        survey.scan_due_at = utcnow() + timedelta(minutes=5)
+        db.session.commit()
+    redis_client.flushdb()
+    scheduler = Scheduler(hub.app)
+    assert scheduler.enqueue_due_scans() == 0  # not due yet
+    with hub.app.app_context():
+        db.session.get(Survey, hub.survey_id).scan_due_at = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+    assert scheduler.enqueue_due_scans() == 1  # no waiting for the reconciler
+    assert redis_client.llen("rq:queue:scans") == 1
+    with hub.app.app_context():
         assert db.session.get(Survey, hub.survey_id).scan_due_at is None
 
 

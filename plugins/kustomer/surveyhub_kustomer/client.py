@@ -156,6 +156,7 @@ class KustomerClient:
         max_wait: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        on_response: Callable[[int | None], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(self.base_url)
@@ -165,6 +166,8 @@ class KustomerClient:
         self.max_wait = max_wait
         self.sleep = sleep
         self.clock = clock
+        #: Told of every request's status code (None: no answer), e.g. to count 429s.
+        self.on_response = on_response
         self.requests_made = 0
         self.session = requests.Session()
         self.session.headers.update(
@@ -215,12 +218,14 @@ class KustomerClient:
                     method, url, json=json, params=params, timeout=TIMEOUT, allow_redirects=False
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
+                self._told(None)
                 error: HelpdeskError = Unavailable(
                     f"SurveyHub could not reach {self.origin}: {unreachable_reason(exc)}"
                 )
                 if not retry_unreachable:
                     raise error from None
             else:
+                self._told(response.status_code)
                 if self.budget and response.status_code != 429:
                     # After a 429 its reset time says when to resume, not the counters.
                     self.budget.learn(response.headers)
@@ -254,6 +259,10 @@ class KustomerClient:
             body = self.request(method, url, need=need, json=json, search=search) or {}
             yield body
             url = (body.get("links") or {}).get("next")
+
+    def _told(self, status: int | None) -> None:
+        if self.on_response is not None:
+            self.on_response(status)
 
     def _wait_for_budget(self, search: bool) -> None:
         if self.budget is None:

@@ -169,7 +169,12 @@ class Kustomer(Helpdesk):
         # Kustomer's limits are per org, so connections to one org share one budget.
         org_host = self.base_url.split("://", 1)[1].split("/", 1)[0]
         budget = RateBudget(self.context.redis, org_host) if self.context.redis else None
-        self.client = client or KustomerClient(self.base_url, secrets.get("api_key", ""), budget)
+        self.client = client or KustomerClient(
+            self.base_url,
+            secrets.get("api_key", ""),
+            budget,
+            on_response=self.context.count_request,
+        )
 
     # -- connection -------------------------------------------------------------------
 
