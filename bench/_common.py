@@ -132,6 +132,19 @@ def sandbox(conversations: int, fast_search: bool = False, open_ones: int = 0) -
 _DATABASE_URL = os.environ.get("DATABASE_URL", "")
 
 
+def wait_for(url: str, timeout: float = 60) -> None:
+    """Wait until something answers HTTP at `url` (any status)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(url, timeout=5)
+            return
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def postgres_base() -> str:
     url = _DATABASE_URL
     if url.startswith("postgres"):

@@ -43,6 +43,7 @@ from _common import postgres_schema  # noqa: E402
 from _common import redis_server  # noqa: E402
 from _common import sandbox  # noqa: E402
 from _common import smtp_sink  # noqa: E402
+from _common import wait_for  # noqa: E402
 
 from hub.embedded import free_port  # noqa: E402
 
@@ -50,18 +51,6 @@ WEBHOOK_GOAL = 60.0
 POLLING_SLACK = 60.0
 RECONCILE_INTERVAL = 5
 TIMEOUT = 400
-
-
-def wait_for(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            requests.get(url, timeout=5)
-            return
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def run(webhooks: bool, scan_interval: float, tickets: int) -> list[float]:

@@ -20,27 +20,23 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import psutil
 import requests
 from flask_migrate import upgrade
-from sqlalchemy import create_engine
 from sqlalchemy import text
 
 from hub.embedded import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import MIB  # noqa: E402
+from _common import ROOT  # noqa: E402
+from _common import postgres_schema  # noqa: E402
+from _common import wait_for  # noqa: E402
+
 BUDGET_MIB = 50
-MIB = 1024 * 1024
-
-
-def postgres_base() -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    if url.startswith("postgres"):
-        return url.replace("postgresql://", "postgresql+psycopg://", 1)
-    return "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def fill(url: str, ratings: int, secret: str, instance: Path) -> str:
@@ -131,16 +127,10 @@ def download(url: str, token: str) -> int:
 
 def main() -> None:
     ratings = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-    base = postgres_base()
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(base, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
     secret = secrets.token_urlsafe(48)
     server = None
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
+    with postgres_schema() as url, tempfile.TemporaryDirectory() as tmp:
+        try:
             started = time.monotonic()
             token = fill(url, ratings, secret, Path(tmp))
             print(f"filled {ratings} ratings in {time.monotonic() - started:.1f} s")
@@ -176,25 +166,10 @@ def main() -> None:
             growth = max(top for _, _, top, _ in results) - before
             print(f"growth +{growth / MIB:.1f} MiB, budget {BUDGET_MIB} MiB")
             print(f"ratio {growth / MIB / BUDGET_MIB:.2f}")
-    finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
-
-
-def wait_for(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            requests.get(url, timeout=5)
-            return
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+        finally:
+            if server is not None:
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate
-from email.utils import make_msgid
 
 from flask import current_app
 from flask import render_template
@@ -21,6 +18,7 @@ from hub.extensions import db
 from hub.helpdesk import Agent
 from hub.mail import Mailer
 from hub.mail import MailError
+from hub.mail import staff_email
 from hub.models import Connection
 from hub.models import Role
 from hub.models import User
@@ -83,17 +81,15 @@ def agent_account(agent: Agent, connection: Connection) -> User:
 def invitation_email(user: User, inviter: str) -> EmailMessage:
     """The email with the set-password link."""
     link = f"{current_app.config['HUB_BASE_URL'].rstrip('/')}/invite/{invite_token(user)}"
-    mail_from = current_app.config["MAIL_FROM"]
-    message = EmailMessage()
-    message["Subject"] = "You are invited to SurveyHub"
-    message["From"] = Address(display_name="SurveyHub", addr_spec=mail_from)
-    message["To"] = Address(display_name=" ".join(user.name.split()), addr_spec=user.email)
-    message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = make_msgid("invite", domain=mail_from.rpartition("@")[2] or None)
-    message.set_content(
-        render_template("email/invite.txt", user=user, link=link, inviter=inviter, days=7)
+    text = render_template("email/invite.txt", user=user, link=link, inviter=inviter, days=7)
+    return staff_email(
+        current_app.config["MAIL_FROM"],
+        user.name,
+        user.email,
+        "You are invited to SurveyHub",
+        text,
+        "invite",
     )
-    return message
 
 
 def send_invitations(users: Iterable[User], inviter: str) -> dict[str, str]:

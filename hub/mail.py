@@ -6,7 +6,10 @@ import contextlib
 import smtplib
 import ssl
 from collections.abc import Mapping
+from email.headerregistry import Address
 from email.message import EmailMessage
+from email.utils import formatdate
+from email.utils import make_msgid
 from typing import Any
 
 
@@ -130,3 +133,18 @@ class Mailer:
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 self._smtp.quit()
             self._smtp = None
+
+
+def staff_email(
+    mail_from: str, name: str, address: str, subject: str, text: str, kind: str
+) -> EmailMessage:
+    """A plain-text email from SurveyHub to one of its users (an invitation, an alert);
+    `kind` names it in the Message-ID."""
+    message = EmailMessage()
+    message["Subject"] = subject
+    message["From"] = Address(display_name="SurveyHub", addr_spec=mail_from)
+    message["To"] = Address(display_name=" ".join(name.split()), addr_spec=address)
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(kind, domain=mail_from.rpartition("@")[2] or None)
+    message.set_content(text)
+    return message

@@ -11,6 +11,7 @@ from flask.views import MethodView
 from flask_smorest import abort
 from sqlalchemy import select
 
+from hub.access import agent_scope
 from hub.api.base import api_blueprint
 from hub.api.base import survey_or_404
 from hub.api.schemas import StatsQuerySchema
@@ -74,14 +75,14 @@ def _scope(args: dict[str, Any]) -> tuple[Scope, Survey | None]:
     if user.is_admin:
         return Scope(key, survey_id=survey.id if survey else None), survey
     # An agent's token: their own ratings on their own helpdesk account, as /me shows.
-    if survey is not None and survey.connection_id != user.connection_id:
+    own = agent_scope(user)
+    if survey is not None and survey.connection_id != own.connection_id:
         abort(404, message=f"There is no survey {survey.id}.")
-    agent = user.helpdesk_user_id or "(no helpdesk id)"
     scope = Scope(
         key,
         survey_id=survey.id if survey else None,
-        agent_ref=agent,
-        connection_id=user.connection_id or -1,
+        agent_ref=own.agent_ref,
+        connection_id=own.connection_id,
     )
     return scope, survey
 

@@ -10,6 +10,8 @@ from flask import abort
 from flask_login import current_user
 from flask_login import login_required
 
+from hub.access import agent_scope
+
 
 def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
     """Sign-in required, and 403 for anyone who is not an admin."""
@@ -26,18 +28,10 @@ def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
 
 def own_connection_id() -> int | None:
     """The helpdesk connection whose tickets the signed-in agent may see (None: all, for
-    admins; -1, matching nothing, for an agent without one). Helpdesk user ids are only
-    unique within one helpdesk account, so an agent's ratings are theirs on their own
-    connection only."""
-    if current_user.is_admin:
-        return None
-    return current_user.connection_id or -1
+    admins; one matching nothing for an agent without one): `hub.access.agent_scope`."""
+    return agent_scope(current_user).connection_id
 
 
 def own_agent_ref() -> str | None:
     """The helpdesk user id whose ratings the signed-in person may see (None: all)."""
-    if current_user.is_admin:
-        return None
-    # An agent without a helpdesk id sees nothing rather than everything (no helpdesk
-    # id looks like this; and no NUL, which PostgreSQL refuses in a query).
-    return current_user.helpdesk_user_id or "(no helpdesk id)"
+    return agent_scope(current_user).agent_ref

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import logging
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate
-from email.utils import make_msgid
 from urllib.parse import urlsplit
 
 from flask import current_app
@@ -16,6 +13,7 @@ from sqlalchemy import select
 from hub.extensions import db
 from hub.mail import Mailer
 from hub.mail import MailError
+from hub.mail import staff_email
 from hub.models import Role
 from hub.models import User
 from hub.models import UserStatus
@@ -27,23 +25,21 @@ log = logging.getLogger(__name__)
 def disabled_email(subscription: WebhookSubscription, admin: User) -> EmailMessage:
     """The email to one admin saying which subscription stopped and why."""
     base = current_app.config["HUB_BASE_URL"].rstrip("/")
-    mail_from = current_app.config["MAIL_FROM"]
-    message = EmailMessage()
-    message["Subject"] = "A SurveyHub webhook was disabled"
-    message["From"] = Address(display_name="SurveyHub", addr_spec=mail_from)
-    message["To"] = Address(display_name=" ".join(admin.name.split()), addr_spec=admin.email)
-    message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = make_msgid("webhook", domain=mail_from.rpartition("@")[2] or None)
-    message.set_content(
-        render_template(
-            "email/webhook_disabled.txt",
-            subscription=subscription,
-            # The host only: a subscriber's full URL may be a credential (Slack's is).
-            host=urlsplit(subscription.url).hostname or "?",
-            link=f"{base}/webhooks/{subscription.id}",
-        )
+    text = render_template(
+        "email/webhook_disabled.txt",
+        subscription=subscription,
+        # The host only: a subscriber's full URL may be a credential (Slack's is).
+        host=urlsplit(subscription.url).hostname or "?",
+        link=f"{base}/webhooks/{subscription.id}",
     )
-    return message
+    return staff_email(
+        current_app.config["MAIL_FROM"],
+        admin.name,
+        admin.email,
+        "A SurveyHub webhook was disabled",
+        text,
+        "webhook",
+    )
 
 
 def tell_admins_disabled(subscription: WebhookSubscription) -> int:
