@@ -31,6 +31,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Date
+from sqlalchemy import Select
 from sqlalchemy import and_
 from sqlalchemy import func
 from sqlalchemy import select
@@ -632,16 +633,10 @@ def _timestamp(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
-def rating_rows(
-    metric: Metric, scope: Scope, period: Period, batch: int = EXPORT_BATCH
-) -> Iterator[tuple[Any, ...]]:
-    """Every rating of `scope` given in `period`, oldest first, as `EXPORT_COLUMNS` rows.
-
-    Rows are read `batch` at a time (a server-side cursor on PostgreSQL), so an export of
-    any size streams in constant memory. Suspected scanner clicks are included, marked.
-    """
-    names = agent_names()
-    query = (
+def rating_details() -> Select:
+    """Ratings with their survey's name and metric and their ticket and address: what a
+    rating export shows (the CSV here, the API's list and exports)."""
+    return (
         select(
             Rating.id,
             Rating.survey_id,
@@ -659,6 +654,20 @@ def rating_rows(
         )
         .join(Delivery, Delivery.id == Rating.delivery_id)
         .join(Survey, Survey.id == Rating.survey_id)
+    )
+
+
+def rating_rows(
+    metric: Metric, scope: Scope, period: Period, batch: int = EXPORT_BATCH
+) -> Iterator[tuple[Any, ...]]:
+    """Every rating of `scope` given in `period`, oldest first, as `EXPORT_COLUMNS` rows.
+
+    Rows are read `batch` at a time (a server-side cursor on PostgreSQL), so an export of
+    any size streams in constant memory. Suspected scanner clicks are included, marked.
+    """
+    names = agent_names()
+    query = (
+        rating_details()
         .where(*scope.ratings(period))
         .order_by(Rating.created_at, Rating.id)
         .execution_options(yield_per=batch)

@@ -20,7 +20,6 @@ from sqlalchemy import Select
 from sqlalchemy import and_
 from sqlalchemy import false
 from sqlalchemy import or_
-from sqlalchemy import select
 
 from hub.access import own_ratings
 from hub.api.base import api_blueprint
@@ -33,9 +32,9 @@ from hub.api.schemas import RatingQuerySchema
 from hub.exports import csv_chunks
 from hub.exports import ndjson_chunks
 from hub.extensions import db
-from hub.models import Delivery
 from hub.models import Rating
 from hub.models import Survey
+from hub.reports import rating_details
 
 ratings = api_blueprint("api_ratings", "/api/v1/ratings", "Ratings")
 BLUEPRINTS = (ratings,)
@@ -85,25 +84,7 @@ def group_condition(group: str) -> ColumnElement[bool]:
 def ratings_query(args: dict[str, Any]) -> Select:
     """Ratings with their ticket, address and survey, oldest first, filtered by `args`
     (survey, metric, agent, group, from, to, cursor) and by what the token's user sees."""
-    query = (
-        select(
-            Rating.id,
-            Rating.survey_id,
-            Survey.metric,
-            Delivery.ticket_id,
-            Delivery.requester_email,
-            Rating.agent_ref,
-            Rating.value,
-            Rating.scale,
-            Rating.comment,
-            Rating.suspected_scanner,
-            Rating.created_at,
-            Rating.commented_at,
-        )
-        .join(Delivery, Delivery.id == Rating.delivery_id)
-        .join(Survey, Survey.id == Rating.survey_id)
-        .order_by(Rating.id)
-    )
+    query = rating_details().order_by(Rating.id)
     visible = own_ratings(g.api_user)
     if visible is not None:  # an agent's own ratings, whatever `agent` says
         query = query.where(visible)
