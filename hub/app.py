@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from flask_limiter.util import get_remote_address
 from redis import Redis
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.pool import Pool
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from hub.config import default_instance_path
@@ -134,10 +137,38 @@ def _configure_database(app: Flask) -> None:
     if url.startswith("postgresql"):
         # Fail fast with a clear message instead of hanging on an unreachable server.
         options.setdefault("connect_args", {"connect_timeout": 5})
-        options.setdefault("pool_pre_ping", True)
     elif url.startswith("sqlite"):
         options.setdefault("connect_args", {"timeout": 30})
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+
+
+#: A pooled PostgreSQL connection that sat idle this long is tested before use (a
+#: restarted server or a proxy's idle timeout drops connections). One in steady use is
+#: not: SQLAlchemy's `pool_pre_ping` would add a round trip to every transaction, and a
+#: send job makes two per email.
+PING_AFTER_IDLE = 10.0
+
+
+@event.listens_for(Pool, "checkin")
+def _note_checkin(dbapi_connection: Any, connection_record: Any) -> None:
+    connection_record.info["checked_in_at"] = time.monotonic()
+
+
+@event.listens_for(Pool, "checkout")
+def _ping_if_idle(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
+    since = connection_record.info.get("checked_in_at")
+    if isinstance(dbapi_connection, sqlite3.Connection) or since is None:
+        return  # a file needs no test; a new connection was just made
+    if time.monotonic() - since < PING_AFTER_IDLE:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+        dbapi_connection.rollback()
+    except Exception as exc:
+        # The pool drops this connection and checks out (or makes) another.
+        raise DisconnectionError(f"A pooled database connection was dropped: {exc}") from exc
 
 
 @event.listens_for(Engine, "connect")

@@ -19,6 +19,7 @@ from hub.i18n import survey_language
 from hub.links import rating_token
 from hub.links import unsubscribe_token
 from hub.mail import Mailer
+from hub.mail import new_message
 from hub.models import Delivery
 from hub.models import Survey
 from hub.suppressions import is_suppressed
@@ -91,10 +92,17 @@ def _context(
     }
 
 
-def build_email(survey: Survey, recipient: Recipient, reminder: bool = False) -> EmailMessage:
-    """The multipart (plain text + HTML) survey email for one recipient."""
+def build_email(
+    survey: Survey,
+    recipient: Recipient,
+    reminder: bool = False,
+    settings: dict[str, Any] | None = None,
+) -> EmailMessage:
+    """The multipart (plain text + HTML) survey email for one recipient; `settings` are
+    the survey's (`settings_of`), when a job sending many has them already."""
     metric = metric_of(survey)
-    settings = settings_of(survey)
+    if settings is None:
+        settings = settings_of(survey)
     locale = survey_language(settings["language"], recipient.locale)
     with force_locale(locale):
         context = _context(survey, metric, settings, recipient)
@@ -104,7 +112,7 @@ def build_email(survey: Survey, recipient: Recipient, reminder: bool = False) ->
         text = render_template("email/survey.txt", **context)
         html = render_template("email/survey.html", **context)
     mail_from = current_app.config["MAIL_FROM"]
-    message = EmailMessage()
+    message = new_message()
     message["Subject"] = context["subject"]
     # Header objects, never string concatenation: one mailbox each, names encoded.
     message["From"] = Address(display_name=settings["sender_name"], addr_spec=mail_from)

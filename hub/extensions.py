@@ -1,5 +1,8 @@
 """Flask extension singletons, bound to an app in `create_app()`."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -27,3 +30,18 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
+
+
+@contextmanager
+def rows_kept() -> Iterator[None]:
+    """Within the block, a commit leaves the session's rows loaded instead of expiring
+    them: for jobs that commit once per ticket or email and would otherwise read every
+    row (and its survey) again after each commit. Their updates are conditional
+    statements, so a stale attribute never decides anything."""
+    session = db.session()
+    before = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        yield
+    finally:
+        session.expire_on_commit = before

@@ -242,6 +242,12 @@ class Helpdesk:
         without requester details (the hub has decided it already, or will skip it for a
         reason that needs no address, so a look-up would waste a request). Without
         `wants`, look requesters up for tickets in the window's channels and statuses.
+
+        A connector that reads tickets in pages should call `announce_page(wants,
+        tickets)` with each page's tickets (without requesters, leaving out those it
+        will not yield) before asking `wants` about any of them: the hub then reads
+        what it knows of the page in one query and records the page's decisions in one
+        transaction, instead of one of each per ticket.
         """
         raise NotImplementedError
 
@@ -296,3 +302,11 @@ class Helpdesk:
         A ticket that no longer exists has nothing left. This default removes nothing.
         """
         return list(traces)
+
+
+def announce_page(wants: Callable[[Ticket], bool] | None, tickets: list[Ticket]) -> None:
+    """Tell a scan's `wants` which tickets the next page holds (see `Helpdesk.scan`);
+    a `wants` without a `page` method (a plain function) needs no telling."""
+    page = getattr(wants, "page", None)
+    if page is not None:
+        page(tickets)

@@ -6,11 +6,39 @@ import contextlib
 import smtplib
 import ssl
 from collections.abc import Mapping
+from email import policy as email_policy
 from email.headerregistry import Address
+from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from email.utils import formatdate
 from email.utils import make_msgid
 from typing import Any
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The standard header registry, making each header's class once: the stock one
+    makes a new class for every header of every message, a third of the time it takes
+    to build a survey email."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type] = {}
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+#: `email.policy.default`, with each header class made once.
+POLICY = email_policy.default.clone(header_factory=_HeaderClasses())
+
+
+def new_message() -> EmailMessage:
+    """An empty message under `POLICY` (the standard policy, built faster)."""
+    return EmailMessage(policy=POLICY)
 
 
 class MailError(Exception):
@@ -140,7 +168,7 @@ def staff_email(
 ) -> EmailMessage:
     """A plain-text email from SurveyHub to one of its users (an invitation, an alert);
     `kind` names it in the Message-ID."""
-    message = EmailMessage()
+    message = new_message()
     message["Subject"] = subject
     message["From"] = Address(display_name="SurveyHub", addr_spec=mail_from)
     message["To"] = Address(display_name=" ".join(name.split()), addr_spec=address)

@@ -15,8 +15,10 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 
 from flask import current_app
+from sqlalchemy import exists
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -28,6 +30,8 @@ from hub.models import Suppression
 #: The `HubKey` row holding the suppression list's hash key.
 KEY_NAME = "suppressions"
 _CACHE = "hub-suppression-key"
+#: Hashes per `IN (...)` list: well under every database's parameter limit.
+_IN_CHUNK = 500
 
 
 def _stored_key() -> bytes | None:
@@ -78,6 +82,30 @@ def is_suppressed(email: str) -> bool:
         return False
     query = select(Suppression.id).where(Suppression.email_hash == hash_with(key, email))
     return db.session.execute(query).first() is not None
+
+
+def suppressed_among(emails: Iterable[str]) -> set[str]:
+    """Which of `emails` are on the suppression list (as given), in one query for a
+    batch of decisions instead of one per address."""
+    key = _stored_key()
+    if key is None:  # no key yet: nothing was ever suppressed
+        return set()
+    by_hash = {hash_with(key, email): email for email in set(emails)}
+    hashes = sorted(by_hash)
+    found: set[str] = set()
+    for start in range(0, len(hashes), _IN_CHUNK):
+        query = select(Suppression.email_hash).where(
+            Suppression.email_hash.in_(hashes[start : start + _IN_CHUNK])
+        )
+        found.update(by_hash[h] for h in db.session.execute(query).scalars())
+    return found
+
+
+def not_suppressed(key: bytes, email: str):
+    """SQL that is true while `email` is not on the list: a condition for the statement
+    that claims a delivery for sending, so an address suppressed a moment before the
+    claim is never sent to."""
+    return ~exists().where(Suppression.email_hash == hash_with(key, email))
 
 
 def stage_suppression(email: str, reason: str) -> str:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func
 from sqlalchemy import select
 
 from hub.addresses import email_key
@@ -15,7 +15,7 @@ from hub.extensions import db
 from hub.helpdesk import Ticket
 from hub.models import Delivery
 from hub.models import DeliveryState
-from hub.suppressions import is_suppressed
+from hub.suppressions import suppressed_among
 
 STARTED_BY_AGENT = "started by an agent"
 WRONG_CHANNEL = "wrong channel"
@@ -55,21 +55,96 @@ _COUNTED = (
     DeliveryState.SENT.value,
     DeliveryState.UNKNOWN.value,
 )
+#: Addresses per `IN (...)` list: well under every database's parameter limit.
+_IN_CHUNK = 500
 
 
-def in_cooldown(survey_id: int, email: str, days: int, now: datetime, exclude: int | None) -> bool:
-    """Whether `email` had a delivery of this survey within the last `days` days."""
-    if days <= 0:
-        return False
-    query = select(func.count(Delivery.id)).where(
-        Delivery.survey_id == survey_id,
-        Delivery.requester_email == email_key(email),
-        Delivery.state.in_(_COUNTED),
-        Delivery.created_at >= now - timedelta(days=days),
-    )
-    if exclude is not None:
-        query = query.where(Delivery.id != exclude)
-    return db.session.execute(query).scalar_one() > 0
+def recent_deliveries(
+    survey_id: int, keys: Iterable[str], days: int, now: datetime
+) -> dict[str, set[int]]:
+    """The deliveries of this survey that count for a `days`-day cooldown, by address
+    (`email_key` form), among `keys`: one query for a batch of decisions."""
+    wanted = sorted(set(keys))
+    found: dict[str, set[int]] = {}
+    if days <= 0 or not wanted:
+        return found
+    for start in range(0, len(wanted), _IN_CHUNK):
+        rows = db.session.execute(
+            select(Delivery.id, Delivery.requester_email).where(
+                Delivery.survey_id == survey_id,
+                Delivery.requester_email.in_(wanted[start : start + _IN_CHUNK]),
+                Delivery.state.in_(_COUNTED),
+                Delivery.created_at >= now - timedelta(days=days),
+            )
+        )
+        for delivery_id, email in rows:
+            found.setdefault(email, set()).add(delivery_id)
+    return found
+
+
+class RequesterChecks:
+    """The requester checks (an address, a valid one, not unsubscribed, not in the
+    cooldown) for a batch of decisions: the suppression list and each survey's recent
+    deliveries are read once for the batch's addresses, not once per ticket.
+
+    Decisions are made in order: an address given a survey earlier in the batch counts
+    for the cooldown of later ones (`plan`: the scan records nothing until the batch
+    ends), and a delivery skipped in the batch stops counting (`drop`).
+    """
+
+    def __init__(
+        self,
+        addresses: Iterable[str | None],
+        cooldowns: dict[int, int],
+        now: datetime,
+        planned: dict[int, set[str]] | None = None,
+    ) -> None:
+        keys = {email_key(a) for a in (normalise_email(x) for x in addresses) if a}
+        self.suppressed = suppressed_among(keys)
+        self.recent = {
+            survey_id: recent_deliveries(survey_id, keys, days, now)
+            for survey_id, days in cooldowns.items()
+            if days > 0
+        }
+        # A dry run, which records nothing, carries its plans from batch to batch.
+        self.planned: dict[int, set[str]] = {} if planned is None else planned
+        self.dropped: set[int] = set()
+
+    def reason(
+        self,
+        ticket: Ticket,
+        survey_id: int,
+        settings: dict[str, Any],
+        delivery_id: int | None = None,
+    ) -> str | None:
+        """The requester's reason to skip `ticket`, or None; a None for a ticket the
+        caller then surveys must be followed by `plan` (the scan) so later tickets of
+        the batch see it."""
+        if not (ticket.requester_email or "").strip():
+            return NO_EMAIL
+        email = normalise_email(ticket.requester_email)
+        if email is None:
+            return INVALID_EMAIL
+        key = email_key(email)
+        if key in self.suppressed:
+            return UNSUBSCRIBED
+        if settings["cooldown_days"] > 0:
+            if key in self.planned.get(survey_id, ()):
+                return COOLDOWN
+            others = self.recent.get(survey_id, {}).get(key, set()) - self.dropped
+            if others - {delivery_id}:
+                return COOLDOWN
+        return None
+
+    def plan(self, survey_id: int, address: str | None) -> None:
+        """`address` gets this survey in the batch (not yet in the database)."""
+        email = normalise_email(address)
+        if email:
+            self.planned.setdefault(survey_id, set()).add(email_key(email))
+
+    def drop(self, delivery_id: int) -> None:
+        """This delivery was skipped in the batch: it no longer counts for the cooldown."""
+        self.dropped.add(delivery_id)
 
 
 def skip_reason(
@@ -77,18 +152,18 @@ def skip_reason(
     survey_id: int,
     settings: dict[str, Any],
     now: datetime,
+    checks: RequesterChecks,
     delivery_id: int | None = None,
-    planned: set[str] | None = None,
 ) -> str | None:
     """The reason `ticket` must not be surveyed now, or None when it gets a survey.
 
     Used when the scan decides and again right before sending (`delivery_id` is then the
-    ticket's own delivery, which the cooldown must not count). A dry run passes the
-    emails it would have sent to in `planned`, since it records no deliveries. The
-    ticket's update time must already discount the hub's own writes (`own_writes`).
+    ticket's own delivery, which the cooldown must not count). `checks` holds what the
+    batch's requester checks read. The ticket's update time must already discount the
+    hub's own writes (`own_writes`).
     """
-    return ticket_reason(ticket, settings, now) or requester_reason(
-        ticket, survey_id, settings, now, delivery_id, planned
+    return ticket_reason(ticket, settings, now) or checks.reason(
+        ticket, survey_id, settings, delivery_id
     )
 
 
@@ -110,29 +185,4 @@ def ticket_reason(ticket: Ticket, settings: dict[str, Any], now: datetime) -> st
         return NO_ASSIGNEE
     if settings["skip_helpdesk_surveyed"] and ticket.helpdesk_survey:
         return HELPDESK_SURVEYED
-    return None
-
-
-def requester_reason(
-    ticket: Ticket,
-    survey_id: int,
-    settings: dict[str, Any],
-    now: datetime,
-    delivery_id: int | None = None,
-    planned: set[str] | None = None,
-) -> str | None:
-    """The checks of the requester's address: present, valid, not unsubscribed, not in
-    the cooldown."""
-    if not (ticket.requester_email or "").strip():
-        return NO_EMAIL
-    email = normalise_email(ticket.requester_email)
-    if email is None:
-        return INVALID_EMAIL
-    if is_suppressed(email):
-        return UNSUBSCRIBED
-    cooldown = settings["cooldown_days"]
-    if cooldown > 0 and planned is not None and email in planned:
-        return COOLDOWN
-    if in_cooldown(survey_id, email, cooldown, now, delivery_id):
-        return COOLDOWN
     return None

@@ -10,7 +10,9 @@ before the hub first wrote to it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import case
 from sqlalchemy import literal
@@ -21,6 +23,9 @@ from sqlalchemy.exc import IntegrityError
 from hub.extensions import db
 from hub.helpdesk import Ticket
 from hub.models import OwnWrite
+
+#: Ticket ids per `IN (...)` list: well under every database's parameter limit.
+_IN_CHUNK = 500
 
 
 def record_own_write(
@@ -69,20 +74,37 @@ def _later_of(column, value: datetime | None):
     return case((column.is_(None), value), (column < value, value), else_=column)
 
 
-def without_own_writes(connection_id: int, ticket: Ticket, remember: bool = False) -> Ticket:
+def own_writes_of(connection_id: int, ticket_ids: Iterable[str]) -> dict[str, Any]:
+    """What the hub's writes left on these tickets (rows with `updated_at` and
+    `activity_at`), by ticket id: one query for a batch of tickets."""
+    ids = sorted(set(ticket_ids))
+    found: dict[str, Any] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        rows = db.session.execute(
+            select(OwnWrite.ticket_id, OwnWrite.updated_at, OwnWrite.activity_at).where(
+                OwnWrite.connection_id == connection_id,
+                OwnWrite.ticket_id.in_(ids[start : start + _IN_CHUNK]),
+            )
+        )
+        found.update((row.ticket_id, row) for row in rows)
+    return found
+
+
+def without_own_writes(
+    connection_id: int, ticket: Ticket, remember: bool = False, known: dict | None = None
+) -> Ticket:
     """`ticket` with its update time as it was before the hub's own writes, if those
     were the last thing that happened to it.
 
     With `remember`, real activity seen after our last write is recorded, so a later
-    write of ours cannot hide it.
+    write of ours cannot hide it. `known` is what `own_writes_of` read for a batch of
+    tickets holding this one (else it is read now).
     """
     if ticket.updated_at is None:
         return ticket
-    row = db.session.execute(
-        select(OwnWrite.updated_at, OwnWrite.activity_at).where(
-            OwnWrite.connection_id == connection_id, OwnWrite.ticket_id == ticket.id
-        )
-    ).first()
+    if known is None:
+        known = own_writes_of(connection_id, [ticket.id])
+    row = known.get(ticket.id)
     if row is None:
         return ticket
     if ticket.updated_at > row.updated_at:

@@ -16,15 +16,18 @@ from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
 from datetime import timedelta
+from typing import Any
 
 from redis.exceptions import RedisError
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
 from hub.addresses import email_key
-from hub.addresses import normalise_email
 from hub.connections import open_helpdesk
 from hub.extensions import db
+from hub.extensions import rows_kept
 from hub.helpdesk import Helpdesk
 from hub.helpdesk import ScanWindow
 from hub.helpdesk import Ticket
@@ -41,8 +44,10 @@ from hub.models import utcnow
 from hub.observability import record_scan
 from hub.pipeline.decide import ALREADY_SURVEYED
 from hub.pipeline.decide import UNSUBSCRIBED
+from hub.pipeline.decide import RequesterChecks
 from hub.pipeline.decide import skip_reason
 from hub.pipeline.decide import ticket_reason
+from hub.pipeline.own_writes import own_writes_of
 from hub.pipeline.own_writes import without_own_writes
 from hub.pipeline.send import SEND_BATCH
 from hub.pipeline.send import enqueue_sends
@@ -59,6 +64,12 @@ SCAN_TIMEOUT = 2 * 3600
 #: the connection's scans back for this long at most (not the job's two hours).
 SCAN_LOCK_SECONDS = 300
 LOCK_RENEW_SECONDS = 60.0
+#: Tickets decided together at most (a connector's page is usually 100).
+MAX_BATCH = 500
+#: Ticket ids per `IN (...)` list: well under every database's parameter limit.
+IN_CHUNK = 500
+#: Statements that insert a batch of deliveries, skipping tickets that have one.
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 #: Log the progress of a long scan every this many tickets, and at least this often
 #: (seconds) while tickets arrive (a scan slowed by the helpdesk's rate limit).
 PROGRESS_EVERY = 1000
@@ -193,7 +204,8 @@ def scan_connection(
     try:
         # A look-back only ever previews: a real scan never reaches before activation.
         lookback = timedelta(days=lookback_days if dry_run else 0)
-        reports = _scan(surveys, dry_run, on_decision, lookback, None if dry_run else lock)
+        with rows_kept():  # the surveys stay loaded across the scan's commits
+            reports = _scan(surveys, dry_run, on_decision, lookback, None if dry_run else lock)
         if not dry_run:
             record_scan(connection_id, time.monotonic() - started)
         return reports
@@ -211,6 +223,55 @@ def scan_connection(
             _unlock(lock)
 
 
+class Known:
+    """What the hub knows of a scan's tickets (their deliveries in the scanned surveys
+    and its own writes to them), read a page at a time when the connector announces
+    its pages (`Helpdesk.scan`'s `wants.page`), else one ticket at a time."""
+
+    def __init__(self, connection_id: int, survey_ids: list[int], remember: bool) -> None:
+        self.connection_id = connection_id
+        self.survey_ids = survey_ids
+        self.remember = remember
+        self.done: dict[str, set[int]] = {}
+        self.writes: dict[str, Any] = {}
+        #: What `prepare` found for tickets asked about and not yet decided.
+        self.prepared: dict[str, tuple[datetime | None, set[int]]] = {}
+
+    def read(self, ticket_ids: list[str]) -> None:
+        """Read what is known of these tickets (one query per table), forgetting the
+        previous page's."""
+        self.done = {ticket_id: set() for ticket_id in ticket_ids}
+        ids = sorted(self.done)
+        for start in range(0, len(ids), IN_CHUNK):
+            rows = db.session.execute(
+                select(Delivery.ticket_id, Delivery.survey_id).where(
+                    Delivery.ticket_id.in_(ids[start : start + IN_CHUNK]),
+                    Delivery.survey_id.in_(self.survey_ids),
+                )
+            )
+            for ticket_id, survey_id in rows:
+                self.done[ticket_id].add(survey_id)
+        self.writes = own_writes_of(self.connection_id, ids)
+
+    def prepare(self, ticket: Ticket) -> tuple[Ticket, set[int]]:
+        """`ticket` with the hub's own writes discounted, and the surveys that have
+        decided it already."""
+        if ticket.id in self.prepared:
+            updated_at, done = self.prepared.pop(ticket.id)
+            return dataclasses.replace(ticket, updated_at=updated_at), done
+        if ticket.id not in self.done:  # not announced: read it alone
+            self.read([ticket.id])
+        done = self.done[ticket.id]
+        ticket = without_own_writes(
+            self.connection_id, ticket, remember=self.remember, known=self.writes
+        )
+        return ticket, done
+
+    def keep(self, ticket: Ticket, done: set[int]) -> None:
+        """Keep what `prepare` found for the decision that follows."""
+        self.prepared[ticket.id] = (ticket.updated_at, done)
+
+
 def _scan(
     surveys: list[Survey],
     dry_run: bool,
@@ -226,44 +287,93 @@ def _scan(
         plans.append((survey, settings, survey_window(survey, settings, now, lookback)))
     reports = {survey.id: ScanReport(survey.id) for survey in surveys}
     ids = [survey.id for survey in surveys]
+    cooldowns = {survey.id: settings["cooldown_days"] for survey, settings, _ in plans}
     created: list[int] = []
-    # A dry run records nothing, so it remembers the addresses it would have sent to.
-    planned: dict[int, set[str]] | None = {i: set() for i in ids} if dry_run else None
-    # What `wants` found out about a ticket (its deliveries, its activity without our
-    # own writes), kept for the decision that follows.
-    seen_before: dict[str, tuple[set[int], datetime | None]] = {}
-
-    def prepare(ticket: Ticket) -> tuple[Ticket, set[int]]:
-        if ticket.id in seen_before:
-            done, updated_at = seen_before.pop(ticket.id)
-            return dataclasses.replace(ticket, updated_at=updated_at), done
-        done = set(
-            db.session.execute(
-                select(Delivery.survey_id).where(
-                    Delivery.ticket_id == ticket.id, Delivery.survey_id.in_(ids)
-                )
-            ).scalars()
-        )
-        return without_own_writes(connection_id, ticket, remember=not dry_run), done
-
-    def wants(ticket: Ticket) -> bool:
-        """Whether some survey still has to decide `ticket` on its requester's address."""
-        ticket, done = prepare(ticket)
-        seen_before[ticket.id] = (done, ticket.updated_at)
-        return any(
-            survey.id not in done
-            and _holds(window, ticket)
-            and ticket_reason(ticket, settings, now) is None
-            for survey, settings, window in plans
-        )
-
+    known = Known(connection_id, ids, remember=not dry_run)
+    # A dry run records nothing, so it remembers the addresses it would have sent to
+    # for the whole run; a real scan's are in the database after each batch.
+    planned: dict[int, set[str]] = {}
     connection = db.session.get(Connection, connection_id)
     helpdesk = open_helpdesk(connection)
+    # Tickets are decided a page at a time: the page's announced tickets are gathered
+    # as they arrive, then decided and recorded together (one commit).
+    batch: list[Ticket] = []
+    announced: set[str] = set()
+
+    def decide(tickets: list[Ticket]) -> None:
+        entries = [known.prepare(ticket) for ticket in tickets]
+        checks = RequesterChecks(
+            [ticket.requester_email for ticket, _ in entries if ticket.requester_email],
+            cooldowns,
+            now,
+            planned=planned if dry_run else None,
+        )
+        rows: list[tuple[Survey, Ticket, str | None]] = []
+        for ticket, done in entries:
+            for survey, settings, window in plans:
+                if not _holds(window, ticket):
+                    continue
+                report = reports[survey.id]
+                report.seen += 1
+                if survey.id in done:
+                    report.already += 1
+                    if on_decision:
+                        on_decision(survey.id, ticket, ALREADY_SURVEYED)
+                    continue
+                reason = skip_reason(ticket, survey.id, settings, now, checks)
+                if on_decision:
+                    on_decision(survey.id, ticket, reason)
+                if reason:
+                    report.skipped[reason] = report.skipped.get(reason, 0) + 1
+                else:
+                    report.pending += 1
+                    checks.plan(survey.id, ticket.requester_email)
+                rows.append((survey, ticket, reason))
+        if dry_run or not rows:
+            return
+        recorded = _record_all([(*row, ticket_link(helpdesk, row[1])) for row in rows])
+        for survey, ticket, reason in rows:
+            delivery_id = recorded.get((survey.id, ticket.id))
+            if delivery_id is None:
+                reports[survey.id].already += 1  # an overlapping scan recorded it first
+            elif not reason:
+                created.append(delivery_id)
+
+    def flush() -> None:
+        nonlocal batch, created
+        if batch:
+            tickets, batch = batch, []
+            decide(tickets)
+        if len(created) >= SEND_BATCH:
+            # Sends start while the scan goes on, in full batches.
+            enqueue_sends(created)
+            created = []
+
+    class Wants:
+        """Asked by the connector before each requester look-up; told of each page."""
+
+        def __call__(self, ticket: Ticket) -> bool:
+            """Whether some survey still has to decide `ticket` on its requester's address."""
+            ticket, done = known.prepare(ticket)
+            known.keep(ticket, done)
+            return any(
+                survey.id not in done
+                and _holds(window, ticket)
+                and ticket_reason(ticket, settings, now) is None
+                for survey, settings, window in plans
+            )
+
+        def page(self, tickets: list[Ticket]) -> None:
+            flush()  # the previous page is complete
+            known.read([ticket.id for ticket in tickets])
+            announced.clear()
+            announced.update(ticket.id for ticket in tickets)
+
     bind_log(connection_id=connection_id, **({"survey_id": ids[0]} if len(ids) == 1 else {}))
     seen, started = 0, time.monotonic()
     next_note = started + PROGRESS_SECONDS
     next_renewal = started + LOCK_RENEW_SECONDS
-    for ticket in helpdesk.scan(widest([plan[2] for plan in plans]), wants=wants):
+    for ticket in helpdesk.scan(widest([plan[2] for plan in plans]), wants=Wants()):
         seen += 1
         moment = time.monotonic()
         if lock and moment >= next_renewal:
@@ -277,43 +387,11 @@ def _scan(
                 seen,
                 moment - started,
             )
-        ticket, done = prepare(ticket)
-        for survey, settings, window in plans:
-            if not _holds(window, ticket):
-                continue
-            report = reports[survey.id]
-            report.seen += 1
-            if survey.id in done:
-                report.already += 1
-                if on_decision:
-                    on_decision(survey.id, ticket, ALREADY_SURVEYED)
-                continue
-            reason = skip_reason(
-                ticket,
-                survey.id,
-                settings,
-                now,
-                planned=planned[survey.id] if planned is not None else None,
-            )
-            if on_decision:
-                on_decision(survey.id, ticket, reason)
-            if reason:
-                report.skipped[reason] = report.skipped.get(reason, 0) + 1
-            else:
-                report.pending += 1
-            if dry_run:
-                if not reason:
-                    planned[survey.id].add(normalise_email(ticket.requester_email) or "")
-                continue
-            delivery_id = _record(survey, ticket, reason, ticket_link(helpdesk, ticket))
-            if delivery_id is None:
-                report.already += 1  # an overlapping scan recorded it first
-            elif not reason:
-                created.append(delivery_id)
-        if len(created) >= SEND_BATCH:
-            # Sends start while the scan goes on, in full batches.
-            enqueue_sends(created)
-            created = []
+        batch.append(ticket)
+        announced.discard(ticket.id)
+        if not announced or len(batch) >= MAX_BATCH:
+            flush()
+    flush()
     if dry_run:
         return reports
     for survey, _settings, window in plans:
@@ -341,36 +419,69 @@ def ticket_link(helpdesk: Helpdesk, ticket: Ticket) -> str | None:
     return link if isinstance(link, str) and link.startswith(("https://", "http://")) else None
 
 
-def _record(
-    survey: Survey, ticket: Ticket, reason: str | None, link: str | None = None
-) -> int | None:
-    """Commit one decision as a `Delivery`; None when the ticket already had one."""
-    # An unsubscribed (or erased) person's address and name are not kept: the
-    # suppression list holds only a hash of it, and the log needs no more.
-    unsubscribed = reason == UNSUBSCRIBED
-    delivery = Delivery(
-        survey_id=survey.id,
-        ticket_id=ticket.id,
-        # The normal form; an invalid address is kept as given, for the deliveries log.
-        requester_email=None if unsubscribed else email_key(ticket.requester_email or "") or None,
-        requester_name="" if unsubscribed else ticket.requester_name,
-        locale=ticket.requester_locale,
-        agent_ref=ticket.assignee_id,
-        resolved_at=ticket.resolved_at,
-        ticket_updated_at=ticket.updated_at,
-        state=DeliveryState.SKIPPED.value if reason else DeliveryState.PENDING.value,
-        skip_reason=reason,
-        ticket_url=(link or "")[:500] or None,
+def _record_all(
+    decisions: list[tuple[Survey, Ticket, str | None, str | None]],
+) -> dict[tuple[int, str], int]:
+    """Commit a batch of decisions as `Delivery` rows, in one statement and one commit;
+    return the new rows' ids by (survey id, ticket id), leaving out tickets that had
+    one already (an overlapping scan recorded it first)."""
+    rows = [_row(*decision) for decision in decisions]
+    dialect = db.session.get_bind().dialect.name
+    if dialect not in _INSERTS:  # a database without ON CONFLICT: one row at a time
+        return {key: delivery_id for key, delivery_id in map(_record_one, rows) if delivery_id}
+    statement = (
+        _INSERTS[dialect](Delivery)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["survey_id", "ticket_id"])
+        .returning(Delivery.id, Delivery.survey_id, Delivery.ticket_id)
     )
-    # Committed at once: the next ticket's cooldown sees it, an interrupted scan keeps
-    # its progress, and SQLite's write lock is never held across helpdesk calls.
-    db.session.add(delivery)
+    # Committed before the next helpdesk call: the next batch's cooldown sees these,
+    # an interrupted scan keeps its progress, and SQLite's write lock is never held
+    # across helpdesk calls.
+    recorded = {(s, t): i for i, s, t in db.session.execute(statement)}
+    db.session.commit()
+    return recorded
+
+
+def _record_one(row: dict[str, Any]) -> tuple[tuple[int, str], int | None]:
+    db.session.add(Delivery(**row))
     try:
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
-        return None
-    return delivery.id
+        return (row["survey_id"], row["ticket_id"]), None
+    delivery_id = db.session.execute(
+        select(Delivery.id).where(
+            Delivery.survey_id == row["survey_id"], Delivery.ticket_id == row["ticket_id"]
+        )
+    ).scalar()
+    return (row["survey_id"], row["ticket_id"]), delivery_id
+
+
+def _row(survey: Survey, ticket: Ticket, reason: str | None, link: str | None) -> dict[str, Any]:
+    """One decision as a `Delivery` row's values."""
+    # An unsubscribed (or erased) person's address and name are not kept: the
+    # suppression list holds only a hash of it, and the log needs no more.
+    unsubscribed = reason == UNSUBSCRIBED
+    now = utcnow()
+    return {
+        "survey_id": survey.id,
+        "ticket_id": ticket.id,
+        # The normal form; an invalid address is kept as given, for the deliveries log.
+        "requester_email": None
+        if unsubscribed
+        else email_key(ticket.requester_email or "") or None,
+        "requester_name": "" if unsubscribed else ticket.requester_name,
+        "locale": ticket.requester_locale,
+        "agent_ref": ticket.assignee_id,
+        "resolved_at": ticket.resolved_at,
+        "ticket_updated_at": ticket.updated_at,
+        "state": DeliveryState.SKIPPED.value if reason else DeliveryState.PENDING.value,
+        "skip_reason": reason,
+        "ticket_url": (link or "")[:500] or None,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _lock(key: str) -> bool:

@@ -6,19 +6,26 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import datetime
 from datetime import timedelta
+from typing import Any
 
 from flask import current_app
+from marshmallow import ValidationError
 from redis.exceptions import RedisError
 from rq import get_current_job
 from sqlalchemy import select
 from sqlalchemy import update
+from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from hub.connections import open_helpdesk
-from hub.emails import Suppressed
 from hub.emails import build_email
 from hub.emails import recipient_of
 from hub.extensions import db
+from hub.extensions import rows_kept
 from hub.helpdesk import HelpdeskError
 from hub.helpdesk import RateLimited
 from hub.helpdesk import Ticket
@@ -36,13 +43,21 @@ from hub.mail import TemporaryMailError
 from hub.mail import UncertainMailError
 from hub.models import Delivery
 from hub.models import DeliveryState
+from hub.models import Survey
 from hub.models import utcnow
 from hub.pipeline.decide import TICKET_GONE
 from hub.pipeline.decide import UNSUBSCRIBED
+from hub.pipeline.decide import RequesterChecks
 from hub.pipeline.decide import skip_reason
+from hub.pipeline.own_writes import own_writes_of
 from hub.pipeline.own_writes import without_own_writes
+from hub.suppressions import ensure_key
+from hub.suppressions import is_suppressed
+from hub.suppressions import not_suppressed
 from hub.surveys import settings_of
+from hub.webhooks.events import active_subscriptions
 from hub.webhooks.events import delivery_sent
+from hub.webhooks.models import WebhookSubscription
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +73,10 @@ SEND_MARKER_TTL = 3 * MARKER_TTL
 #: and if so hands the rest of its batch back, so a worker never sits on a long batch
 #: while a rating waits for its write-back.
 YIELD_EVERY = 10
+
+#: The deliveries table: claims and outcomes are plain (Core) statements, conditional on
+#: the row's state, without the ORM's bookkeeping for rows it might hold.
+ROWS = Delivery.__table__
 
 #: Deliveries per send job: their tickets are re-checked together (one helpdesk request
 #: where the connector fetches in batches) and their emails share one SMTP connection.
@@ -109,7 +128,8 @@ def send_deliveries(delivery_ids: list[int]) -> dict[int, str]:
     """
     turn = Turn(delivery_ids, current_app.config["HUB_SENDING_TIMEOUT"])
     try:
-        return _send_deliveries(delivery_ids, turn)
+        with rows_kept():
+            return _send_deliveries(delivery_ids, turn)
     finally:
         forget_enqueued(*(f"send:{i}" for i in delivery_ids if i not in turn.handed_back))
 
@@ -118,8 +138,13 @@ def _send_deliveries(delivery_ids: list[int], turn: Turn) -> dict[int, str]:
     now = utcnow()
     states: dict[int, str] = {}
     by_connection: dict[int, list[Delivery]] = {}
-    rows = db.session.execute(select(Delivery).where(Delivery.id.in_(delivery_ids))).scalars()
-    for delivery in rows:
+    query = (
+        select(Delivery)
+        .where(Delivery.id.in_(delivery_ids))
+        .options(joinedload(Delivery.survey))
+        .order_by(Delivery.id)
+    )
+    for delivery in db.session.execute(query).scalars():
         not_due = delivery.next_attempt_at is not None and delivery.next_attempt_at > now
         if delivery.state != DeliveryState.PENDING or not_due:
             states[delivery.id] = delivery.state
@@ -208,6 +233,67 @@ class LazyMailer:
         self.mailer.close()
 
 
+@dataclass
+class Batch:
+    """What a send job reads once for one connection's deliveries, instead of once per
+    email: the surveys' settings, the hub's own writes to the tickets, the requester
+    checks' suppressions and recent deliveries, the suppression key and the webhook
+    subscriptions."""
+
+    own_writes: dict[str, Any]
+    checks: RequesterChecks
+    key: bytes
+    active: list[WebhookSubscription]
+    now: datetime
+    settings: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: Emails sent whose outcome waits to be written with the next statement that
+    #: commits (the next claim, usually): one commit per email instead of two.
+    sent: list[tuple[Delivery, dict[str, Any]]] = field(default_factory=list)
+    #: Sent emails whose row had moved on when their outcome was written.
+    moved: list[int] = field(default_factory=list)
+
+    def settings_of(self, survey: Survey) -> dict[str, Any]:
+        if survey.id not in self.settings:
+            self.settings[survey.id] = settings_of(survey)
+        return self.settings[survey.id]
+
+    def write_sent(self) -> None:
+        """Add the waiting outcomes (and their webhook events) to the transaction;
+        they are forgotten only by `committed`, so a failed commit writes them again."""
+        for delivery, values in self.sent:
+            delivery_sent(delivery, self.now, self.active)
+            if not _update(delivery, DeliveryState.SENDING, DeliveryState.SENT, values):
+                self.moved.append(delivery.id)
+
+    def committed(self) -> None:
+        self.sent.clear()
+
+    def commit(self) -> None:
+        """Commit, with the waiting outcomes."""
+        if self.sent:
+            self.write_sent()
+        db.session.commit()
+        self.committed()
+
+
+def _read_batch(deliveries: list[Delivery], connection_id: int, now) -> Batch:
+    settings: dict[int, dict[str, Any]] = {}
+    for survey in {d.survey_id: d.survey for d in deliveries}.values():
+        # Broken settings fail each of that survey's deliveries, as they would alone.
+        with contextlib.suppress(ValidationError):
+            settings[survey.id] = settings_of(survey)
+    cooldowns = {survey_id: values["cooldown_days"] for survey_id, values in settings.items()}
+    return Batch(
+        own_writes=own_writes_of(connection_id, [d.ticket_id for d in deliveries]),
+        checks=RequesterChecks([d.requester_email for d in deliveries], cooldowns, now),
+        # Made now if nothing was ever suppressed: every claim can then check the list.
+        key=ensure_key(),
+        active=active_subscriptions(),
+        now=now,
+        settings=settings,
+    )
+
+
 def _check_and_send_all(
     deliveries: list[Delivery], mailer: LazyMailer, now, turn: Turn
 ) -> dict[int, str]:
@@ -238,6 +324,25 @@ def _check_and_send_all(
                 now + timedelta(minutes=15),
             )
         return states
+    batch = _read_batch(deliveries, survey.connection_id, now)
+    try:
+        _send_each(deliveries, tickets, mailer, now, turn, batch, states)
+    except BaseException:
+        # Whatever went wrong, the emails that went out are recorded as sent.
+        db.session.rollback()
+        with contextlib.suppress(Exception):
+            batch.commit()
+        raise
+    batch.commit()  # the last email's outcome
+    for delivery_id in batch.moved:  # rare: another job moved the row on meanwhile
+        current = db.session.execute(select(ROWS.c.state).where(ROWS.c.id == delivery_id))
+        states[delivery_id] = current.scalar() or "missing"
+    return states
+
+
+def _send_each(
+    deliveries: list[Delivery], tickets, mailer: LazyMailer, now, turn: Turn, batch, states
+) -> None:
     for position, delivery in enumerate(deliveries):
         if position and turn.should_yield():
             rest = [d.id for d in deliveries[position:]]
@@ -247,7 +352,7 @@ def _check_and_send_all(
             break
         try:
             states[delivery.id] = _decide_and_send(
-                delivery, tickets.get(delivery.ticket_id), mailer, now
+                delivery, tickets.get(delivery.ticket_id), mailer, now, batch
             )
         except Exception as exc:  # a bug: show it on this delivery, go on with the rest
             db.session.rollback()
@@ -256,16 +361,18 @@ def _check_and_send_all(
                 db.session.get(Delivery, delivery.id),
                 f"Unexpected error: {exc}",
                 now + timedelta(minutes=15),
+                batch,
             )
-    return states
 
 
-def _decide_and_send(delivery: Delivery, ticket: Ticket | None, mailer: LazyMailer, now) -> str:
+def _decide_and_send(
+    delivery: Delivery, ticket: Ticket | None, mailer: LazyMailer, now, batch: Batch
+) -> str:
     bind_log(survey_id=delivery.survey_id)
     if ticket is None:
-        return _skip(delivery, TICKET_GONE)
+        return _skip(delivery, TICKET_GONE, batch)
     survey = delivery.survey
-    settings = settings_of(survey)
+    settings = batch.settings_of(survey)
     # The address recorded at the scan: no customer lookup per send.
     ticket = without_own_writes(
         survey.connection_id,
@@ -275,98 +382,133 @@ def _decide_and_send(delivery: Delivery, ticket: Ticket | None, mailer: LazyMail
             requester_name=delivery.requester_name,
             requester_locale=delivery.locale,
         ),
+        known=batch.own_writes,
     )
-    reason = skip_reason(ticket, survey.id, settings, now, delivery_id=delivery.id)
+    reason = skip_reason(ticket, survey.id, settings, now, batch.checks, delivery_id=delivery.id)
     if reason:
-        return _skip(delivery, reason)
-    try:
-        message = build_email(survey, recipient_of(delivery))
-    except Suppressed:
-        return _skip(delivery, UNSUBSCRIBED)
+        return _skip(delivery, reason, batch)
+    message = build_email(survey, recipient_of(delivery), settings=settings)
     # Claimed at the real time, not the batch's start: the reconciler's "stuck in
     # sending" timeout counts from here.
-    if not _claim(delivery.id, utcnow(), ticket.updated_at):
+    if not _claim(delivery, utcnow(), ticket.updated_at, batch):
+        # Unsubscribed a moment ago, or taken by another worker.
+        unsubscribed = is_suppressed(delivery.requester_email or "")
+        if unsubscribed and _skip(delivery, UNSUBSCRIBED, batch) == DeliveryState.SKIPPED.value:
+            return DeliveryState.SKIPPED.value
         return "taken"  # another worker got there first
     try:
         mailer.send(message)
     except UncertainMailError as exc:
-        return _finish(delivery, DeliveryState.UNKNOWN, error=str(exc))
+        return _finish(delivery, DeliveryState.UNKNOWN, batch, error=str(exc))
     except TemporaryMailError as exc:
         db.session.refresh(delivery)
         if delivery.attempts >= MAX_ATTEMPTS:
             error = f"Gave up after {delivery.attempts} tries: {exc}"
-            return _finish(delivery, DeliveryState.FAILED, error=error)
+            return _finish(delivery, DeliveryState.FAILED, batch, error=error)
         # Nothing was sent: back in line.
         when = now + retry_delay(delivery.attempts)
-        return _finish(delivery, DeliveryState.PENDING, error=str(exc), next_attempt_at=when)
+        return _finish(delivery, DeliveryState.PENDING, batch, error=str(exc), next_attempt_at=when)
     except PermanentMailError as exc:
-        return _finish(delivery, DeliveryState.FAILED, error=str(exc))
-    delivery_sent(delivery, now)  # webhooks: committed with the state below
-    state = _finish(
-        delivery,
-        DeliveryState.SENT,
-        sent_at=utcnow(),
-        message_id=message["Message-ID"],
-        error="",
-    )
+        return _finish(delivery, DeliveryState.FAILED, batch, error=str(exc))
+    # Written (with the `delivery.sent` webhook event) in the next claim's transaction:
+    # until then the row says `sending`, which a killed worker leaves as `unknown`,
+    # exactly as a crash between sending and a commit of its own would.
+    values = {"sent_at": utcnow(), "message_id": message["Message-ID"], "error": ""}
+    batch.sent.append((delivery, values))
     log.info("Sent survey for ticket %s to %s", delivery.ticket_id, delivery.requester_email)
-    return state
+    return DeliveryState.SENT.value
 
 
-def _claim(delivery_id: int, now, ticket_updated_at) -> bool:
-    """Move the row from pending to sending; only one worker can succeed.
+def _claim(delivery: Delivery, now, ticket_updated_at, batch: Batch) -> bool:
+    """Move the row from pending to sending, unless its address is suppressed; only one
+    worker can succeed. The previous email's outcome is committed with it.
 
     From here on a crash leaves the row in `sending`, which the reconciler turns into
     `unknown`: the email may have gone out, so it is never sent again by itself.
     """
+    conditions = [ROWS.c.id == delivery.id, ROWS.c.state == DeliveryState.PENDING.value]
+    if delivery.requester_email:
+        conditions.append(not_suppressed(batch.key, delivery.requester_email))
+    batch.write_sent()
+    values = {
+        "state": DeliveryState.SENDING.value,
+        "updated_at": now,
+        "ticket_updated_at": ticket_updated_at,
+    }
     result = db.session.execute(
-        update(Delivery)
-        .where(Delivery.id == delivery_id, Delivery.state == DeliveryState.PENDING.value)
-        .values(
-            state=DeliveryState.SENDING.value,
-            attempts=Delivery.attempts + 1,
-            updated_at=now,
-            ticket_updated_at=ticket_updated_at,
-        )
+        update(ROWS).where(*conditions).values(attempts=ROWS.c.attempts + 1, **values)
     )
     db.session.commit()
+    batch.committed()
+    claimed = result.rowcount == 1
+    if claimed and "attempts" in delivery.__dict__:
+        values["attempts"] = delivery.attempts + 1
+    _keep_in_step(delivery, values if claimed else None)
+    return claimed
+
+
+def _update(
+    delivery: Delivery, expected: DeliveryState, state: DeliveryState | None, values: dict
+) -> bool:
+    """Change the row while it is still in `expected` (no commit); whether it was."""
+    values = {**values, "updated_at": utcnow()}
+    if state is not None:
+        values["state"] = state.value
+    result = db.session.execute(
+        update(ROWS).where(ROWS.c.id == delivery.id, ROWS.c.state == expected.value).values(values)
+    )
+    _keep_in_step(delivery, values if result.rowcount == 1 else None)
     return result.rowcount == 1
+
+
+def _keep_in_step(delivery: Delivery, values: dict | None) -> None:
+    """Give the loaded row the values the statement wrote (the job keeps its rows
+    loaded, and callers may read them after); a row that moved on is read again."""
+    if values is None:
+        db.session.expire(delivery)
+        return
+    for name, value in values.items():
+        set_committed_value(delivery, name, value)
 
 
 def _set(
     delivery: Delivery,
     state: DeliveryState | None = None,
     expected: DeliveryState = DeliveryState.PENDING,
+    batch: Batch | None = None,
     **values,
 ) -> str:
-    """Update the row only while it is still in `expected`; return its state after.
+    """Update the row only while it is still in `expected`, and commit (with the
+    batch's waiting outcomes); return its state after.
 
     Another job may have moved it on meanwhile (a duplicate job, the reconciler), so
     every change is conditional on the state this job saw.
     """
-    if state is not None:
-        values["state"] = state.value
-    db.session.execute(
-        update(Delivery)
-        .where(Delivery.id == delivery.id, Delivery.state == expected.value)
-        .values(updated_at=utcnow(), **values)
-    )
+    if batch is not None and batch.sent:
+        batch.write_sent()
+    changed = _update(delivery, expected, state, values)
     db.session.commit()
-    db.session.refresh(delivery)
-    return delivery.state
+    if batch is not None:
+        batch.committed()
+    if changed:
+        return (state or expected).value
+    # Moved on by someone else: read what it is now.
+    current = db.session.execute(select(ROWS.c.state).where(ROWS.c.id == delivery.id))
+    return current.scalar() or "missing"
 
 
-def _skip(delivery: Delivery, reason: str) -> str:
-    return _set(delivery, DeliveryState.SKIPPED, skip_reason=reason)
+def _skip(delivery: Delivery, reason: str, batch: Batch | None = None) -> str:
+    if batch is not None:
+        batch.checks.drop(delivery.id)  # no longer counts for the batch's cooldowns
+    return _set(delivery, DeliveryState.SKIPPED, batch=batch, skip_reason=reason)
 
 
-def _later(delivery: Delivery, error: str, when) -> str:
+def _later(delivery: Delivery, error: str, when, batch: Batch | None = None) -> str:
     log.info("Delivery %s: %s; next try at %s", delivery.id, error, when.isoformat())
-    return _set(delivery, error=error, next_attempt_at=when)
+    return _set(delivery, batch=batch, error=error, next_attempt_at=when)
 
 
-def _finish(delivery: Delivery, state: DeliveryState, **values) -> str:
-    """Record how a claimed (`sending`) delivery ended."""
-    if state is not DeliveryState.SENT:
-        log.warning("Delivery %s is %s: %s", delivery.id, state.value, values.get("error"))
-    return _set(delivery, state, expected=DeliveryState.SENDING, **values)
+def _finish(delivery: Delivery, state: DeliveryState, batch: Batch, **values) -> str:
+    """Record how a claimed (`sending`) delivery ended without being sent."""
+    log.warning("Delivery %s is %s: %s", delivery.id, state.value, values.get("error"))
+    return _set(delivery, state, expected=DeliveryState.SENDING, batch=batch, **values)

@@ -83,17 +83,18 @@ def record_event(
     now: datetime | None = None,
     delay: timedelta | None = None,
     only: WebhookSubscription | None = None,
+    active: list[WebhookSubscription] | None = None,
 ) -> WebhookEvent | None:
     """Add the event and its messages to the session (the caller commits); None when no
     active subscription wants it. `delay` holds the messages back that long; `only`
-    sends to that one subscription whatever its filters (the test event)."""
+    sends to that one subscription whatever its filters (the test event); `active` is
+    what `active_subscriptions` gave a job that records many events (else read now)."""
     now = now or utcnow()
     if only is not None:
         subscriptions = [only]
     else:
-        active = db.session.execute(
-            select(WebhookSubscription).where(WebhookSubscription.active.is_(True))
-        ).scalars()
+        if active is None:
+            active = active_subscriptions()
         subscriptions = [sub for sub in active if _matches(sub, event_type, survey, group)]
     if not subscriptions:
         return None
@@ -198,11 +199,20 @@ def comment_added(rating: Rating, now: datetime) -> None:
     record_event(COMMENT_CREATED, facts, survey=survey, group=group, now=now)
 
 
-def delivery_sent(delivery: Delivery, now: datetime) -> None:
+def active_subscriptions() -> list[WebhookSubscription]:
+    """The active subscriptions: read once by a job that records an event per email
+    (a subscription saved meanwhile gets the events of the jobs that start after)."""
+    query = select(WebhookSubscription).where(WebhookSubscription.active.is_(True))
+    return list(db.session.execute(query).scalars())
+
+
+def delivery_sent(
+    delivery: Delivery, now: datetime, active: list[WebhookSubscription] | None = None
+) -> None:
     """`delivery.sent`, in the transaction marking the survey email sent."""
     survey = delivery.survey
     facts = {"delivery_id": delivery.id, "survey_id": survey.id, "ticket_id": delivery.ticket_id}
-    record_event(DELIVERY_SENT, facts, survey=survey, now=now)
+    record_event(DELIVERY_SENT, facts, survey=survey, now=now, active=active)
 
 
 def write_back_failed(write_back: WriteBack, error: str, now: datetime) -> None:

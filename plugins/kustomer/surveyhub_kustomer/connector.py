@@ -30,6 +30,7 @@ from hub.helpdesk import Ticket
 from hub.helpdesk import TicketTraces
 from hub.helpdesk import Unavailable
 from hub.helpdesk import WriteResult
+from hub.helpdesk import announce_page
 from surveyhub_kustomer.client import ROLES
 from surveyhub_kustomer.client import KustomerClient
 from surveyhub_kustomer.client import has_role
@@ -256,6 +257,7 @@ class Kustomer(Helpdesk):
             body = self._search_body(window, updated_from)
             result = self.client.request("POST", url, need="search", json=body, search=True) or {}
             last_updated = None
+            fresh = []
             for conversation in result.get("data") or ():
                 last_updated = (conversation.get("attributes") or {}).get("updatedAt")
                 if conversation["id"] in seen:
@@ -264,7 +266,10 @@ class Kustomer(Helpdesk):
                 seen_order.append(conversation["id"])
                 if len(seen_order) > SEEN_IDS:
                     seen.discard(seen_order.popleft())
-                yield self._ticket(conversation, window, customers, wants=wants)
+                fresh.append(self._ticket(conversation, window, customers, skip_requester=True))
+            announce_page(wants, fresh)
+            for ticket in fresh:
+                yield self._requester(ticket, window, customers, wants=wants)
             if not (result.get("links") or {}).get("next"):
                 return
             if last_updated is not None and last_updated != updated_from:
@@ -359,8 +364,23 @@ class Kustomer(Helpdesk):
             helpdesk_survey=native_survey(attributes),
             extra={"customer_id": customer_id},
         )
-        if skip_requester or not customer_id:
+        if skip_requester:
             return ticket
+        return self._requester(ticket, window, customers, wants=wants)
+
+    def _requester(
+        self,
+        ticket: Ticket,
+        window: ScanWindow | None,
+        customers: OrderedDict[str, dict[str, Any]],
+        wants: Callable[[Ticket], bool] | None = None,
+    ) -> Ticket:
+        """`ticket` with its requester's details, when `wants` it (or, without `wants`,
+        when it is in the window's channels and statuses): one customer look-up."""
+        customer_id = (ticket.extra or {}).get("customer_id")
+        if not customer_id:
+            return ticket
+        started_by_agent = ticket.started_by_agent
         if wants is not None:
             wanted = wants(ticket)
         else:
