@@ -13,10 +13,12 @@ AXE := tests/a11y/node_modules/axe-core/axe.min.js
 run: $(VENV)/.installed
 	$(BIN)/surveyhub run
 
+# Test processes (pytest-xdist): one per core, at most four; PYTEST_WORKERS=0 runs in one.
+PYTEST_WORKERS ?= auto
 test: $(VENV)/.installed-test $(AXE)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxprocesses=4 $(PYTEST_ARGS)
 
 # The benchmarks (docs/performance.md): each prints its ratio against a baseline measured in
 # the same run as its last line. They need PostgreSQL (DATABASE_URL, else the local `test`
@@ -25,12 +27,14 @@ test: $(VENV)/.installed-test $(AXE)
 BENCH_SCAN_SEND ?= 2000
 BENCH_SCAN_MEMORY ?= 5000
 BENCH_EXPORT ?= 1000000
+BENCH_REPORT ?= 1000000
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/kustomer_requests.py
 	$(BIN)/python bench/scan_send.py $(BENCH_SCAN_SEND)
 	$(BIN)/python bench/scan_memory.py $(BENCH_SCAN_MEMORY)
 	$(BIN)/python bench/eligible_to_sent.py
 	$(BIN)/python bench/export_memory.py $(BENCH_EXPORT)
+	$(BIN)/python bench/report_stats.py $(BENCH_REPORT)
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .

@@ -12,10 +12,6 @@ and as the last line the growth against the 50 MiB budget (goal: ratio < 1).
 
 from __future__ import annotations
 
-import os
-import secrets
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -24,71 +20,39 @@ from pathlib import Path
 
 import psutil
 import requests
-from flask_migrate import upgrade
-from sqlalchemy import text
-
-from hub.embedded import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import MIB  # noqa: E402
-from _common import ROOT  # noqa: E402
+from _common import bench_app  # noqa: E402
+from _common import gunicorn  # noqa: E402
+from _common import load_ratings  # noqa: E402
 from _common import postgres_schema  # noqa: E402
-from _common import wait_for  # noqa: E402
 
 BUDGET_MIB = 50
 
 
-def fill(url: str, ratings: int, secret: str, instance: Path) -> str:
+def fill(url: str, ratings: int, workdir: Path) -> tuple[dict[str, str], str]:
     """Migrate, add an admin with a read token, a survey and `ratings` rated deliveries;
-    return the token."""
-    os.environ.update(
-        DATABASE_URL=url,
-        HUB_SECRET_KEY=secret,
-        HUB_INSTANCE_PATH=str(instance),
-        HUB_BASE_URL="http://127.0.0.1",
-    )
-    from hub.app import create_app
+    return the environment for gunicorn and the token."""
+    app, env = bench_app(url, workdir, HUB_API_RATE_LIMIT="100000 per minute")
     from hub.extensions import db
     from hub.models import Connection
     from hub.models import Survey
     from hub.models import User
     from hub.tokens import create_token
 
-    app = create_app()
     with app.app_context():
-        upgrade()
         admin = User(email="admin@example.com", role="admin", status="active")
         connection = Connection(helpdesk="kustomer", name="acme", settings={})
         survey = Survey(connection=connection, metric="nps", scale=11, name="NPS")
         db.session.add_all([admin, connection, survey])
         db.session.commit()
         token = create_token(admin, "bench", "read")[1]
-        # Realistic rows: an address, an agent, a comment of a sentence or so.
-        db.session.execute(
-            text(
-                "INSERT INTO deliveries (id, survey_id, ticket_id, requester_email, "
-                "requester_name, agent_ref, state, error, attempts, created_at, updated_at, "
-                "sent_at) SELECT n, :survey, 'ticket-' || n, 'customer' || n || '@example.com', "
-                "'Customer ' || n, 'agent-' || (n % 40), 'sent', '', 1, "
-                "now() - (n || ' seconds')::interval, now(), now() "
-                "FROM generate_series(1, :n) AS n"
-            ),
-            {"survey": survey.id, "n": ratings},
-        )
-        db.session.execute(
-            text(
-                "INSERT INTO ratings (id, delivery_id, survey_id, agent_ref, value, scale, "
-                "comment, suspected_scanner, created_at, updated_at) SELECT n, n, :survey, "
-                "'agent-' || (n % 40), n % 11, 11, "
-                "CASE WHEN n % 3 = 0 THEN 'Quick and friendly help, thank you! #' || n "
-                "ELSE '' END, false, now() - (n || ' seconds')::interval, now() "
-                "FROM generate_series(1, :n) AS n"
-            ),
-            {"survey": survey.id, "n": ratings},
-        )
-        db.session.commit()
-    return token
+        survey_id = survey.id
+    # Realistic rows: an address, an agent, a comment of a sentence or so.
+    load_ratings(url, [survey_id], ratings)
+    return env, token
 
 
 class Peak:
@@ -127,24 +91,13 @@ def download(url: str, token: str) -> int:
 
 def main() -> None:
     ratings = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-    secret = secrets.token_urlsafe(48)
-    server = None
     with postgres_schema() as url, tempfile.TemporaryDirectory() as tmp:
-        try:
-            started = time.monotonic()
-            token = fill(url, ratings, secret, Path(tmp))
-            print(f"filled {ratings} ratings in {time.monotonic() - started:.1f} s")
-            port = free_port()
-            env = {**os.environ, "DATABASE_URL": url, "HUB_SECRET_KEY": secret,
-                   "HUB_INSTANCE_PATH": tmp, "HUB_API_RATE_LIMIT": "100000 per minute"}  # fmt: skip
-            server = subprocess.Popen(
-                [str(Path(sys.executable).parent / "gunicorn"), "--workers", "1",
-                 "--timeout", "900", "--bind", f"127.0.0.1:{port}", "wsgi:app"],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            )  # fmt: skip
-            api = f"http://127.0.0.1:{port}/api/v1/ratings"
-            wait_for(f"http://127.0.0.1:{port}/healthz")
-            worker = psutil.Process(server.pid).children()[0]
+        started = time.monotonic()
+        env, token = fill(url, ratings, Path(tmp))
+        print(f"filled {ratings} ratings in {time.monotonic() - started:.1f} s")
+        with gunicorn(env, Path(tmp) / "gunicorn.log") as (base, pid):
+            api = f"{base}/api/v1/ratings"
+            worker = psutil.Process(pid)
             # Warm-up: every module, template and connection a full export uses.
             download(f"{api}/export.ndjson?from=2999-01-01", token)
             download(f"{api}/export.csv?from=2999-01-01", token)
@@ -156,20 +109,16 @@ def main() -> None:
                     lines = download(f"{api}/export.{kind}", token)
                 seconds = time.monotonic() - started
                 results.append((kind, lines, peak.peak, seconds))
-            for kind, lines, top, seconds in results:
-                print(
-                    f"{kind}: {lines} lines in {seconds:.1f} s "
-                    f"({lines / max(seconds, 1e-9):,.0f} rows/s); worker RSS "
-                    f"{before / MIB:.1f} MiB before, {top / MIB:.1f} MiB at peak "
-                    f"(+{(top - before) / MIB:.1f} MiB)"
-                )
-            growth = max(top for _, _, top, _ in results) - before
-            print(f"growth +{growth / MIB:.1f} MiB, budget {BUDGET_MIB} MiB")
-            print(f"ratio {growth / MIB / BUDGET_MIB:.2f}")
-        finally:
-            if server is not None:
-                server.send_signal(signal.SIGTERM)
-                server.wait(timeout=30)
+        for kind, lines, top, seconds in results:
+            print(
+                f"{kind}: {lines} lines in {seconds:.1f} s "
+                f"({lines / max(seconds, 1e-9):,.0f} rows/s); worker RSS "
+                f"{before / MIB:.1f} MiB before, {top / MIB:.1f} MiB at peak "
+                f"(+{(top - before) / MIB:.1f} MiB)"
+            )
+        growth = max(top for _, _, top, _ in results) - before
+        print(f"growth +{growth / MIB:.1f} MiB, budget {BUDGET_MIB} MiB")
+        print(f"ratio {growth / MIB / BUDGET_MIB:.2f}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import html
 import re
 import unicodedata
 from collections.abc import Callable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
@@ -63,12 +64,31 @@ class Metric:
         """The headline score of `values`, all given on `scale`."""
         raise NotImplementedError
 
+    def score_counts(self, counts: Mapping[int, int], scale: int) -> Score:
+        """The score of the answers `counts` stands for (value → how many of them): always
+        equal to `score()` of those values. Reports count answers in the database and
+        score the counts, so a report of a million answers does no work per answer when
+        the metric overrides this (the built-in ones do); by default the counts are
+        expanded back into the list of values."""
+        return self.score(
+            [value for value, count in sorted(counts.items()) for _ in range(count)], scale
+        )
+
     def count_groups(self, values: Sequence[int], scale: int) -> dict[str, int]:
         """How many of `values` fall in each group, every group present."""
         counts = dict.fromkeys(self.groups, 0)
         for value in values:
             counts[self.group(value, scale)] += 1
         return counts
+
+    def count_groups_of(self, counts: Mapping[int, int], scale: int) -> dict[str, int]:
+        """How many of the answers `counts` (value → how many) fall in each group, every
+        group present (one `group()` call per distinct value)."""
+        groups = dict.fromkeys(self.groups, 0)
+        for value, count in counts.items():
+            if count:
+                groups[self.group(value, scale)] += count
+        return groups
 
     def highest(self, scale: int) -> int:
         """The best answer's value on `scale` (10 for NPS, 3 for 3-point CSAT)."""

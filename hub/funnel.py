@@ -21,6 +21,7 @@ from sqlalchemy import Select
 from sqlalchemy import and_
 from sqlalchemy import case
 from sqlalchemy import func
+from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy import true
 
@@ -29,6 +30,9 @@ from hub.models import Delivery
 from hub.models import DeliveryState
 from hub.models import Rating
 from hub.pipeline.decide import REASONS
+from hub.reports import COUNTS_BY_PERSON
+from hub.reports import Period
+from hub.reports import ResponseRate
 
 #: The stages in order; each one is the previous one narrowed by one more test.
 STAGES = ("seen", "eligible", "sent", "opened", "rated", "commented")
@@ -63,9 +67,16 @@ STATE_HELP = {
 }
 
 
-def with_ratings(query: Select) -> Select:
-    """`query` over deliveries, outer-joined with their rating (at most one each)."""
-    return query.outerjoin(Rating, Rating.delivery_id == Delivery.id)
+def with_ratings(query: Select, survey_id: int | None = None) -> Select:
+    """`query` over deliveries, outer-joined with their rating (at most one each).
+
+    With `survey_id` (a query over that survey's deliveries) only the survey's ratings
+    are joined: the same rows, since a rating's survey is its delivery's, but the database
+    need not read every other rating to find out."""
+    joined = Rating.delivery_id == Delivery.id
+    if survey_id is not None:
+        joined = and_(joined, Rating.survey_id == survey_id)
+    return query.outerjoin(Rating, joined)
 
 
 def _stage_conditions() -> dict[str, ColumnElement[bool]]:
@@ -142,6 +153,9 @@ class Funnel:
     skipped: dict[str | None, int] = field(default_factory=dict)
     #: Eligible tickets that were not sent, per state, every state present.
     not_sent: dict[str, int] = field(default_factory=dict)
+    #: With `count_funnel(..., response_in=period)`: the survey's response rate in that
+    #: period, counted in the same pass.
+    response: ResponseRate | None = None
 
     @property
     def seen(self) -> int:
@@ -153,33 +167,44 @@ class Funnel:
         return None if not whole else 100 * count / whole
 
 
-def count_funnel(survey_id: int, days: DayRange) -> Funnel:
-    """Count every stage, skip reason and not-sent state (two grouped queries)."""
-    scope = (Delivery.survey_id == survey_id, days.condition())
+def count_funnel(survey_id: int, days: DayRange, response_in: Period | None = None) -> Funnel:
+    """Count every stage, skip reason and not-sent state in one pass over the survey's
+    deliveries (grouped by state and reason, each stage a sum); with `response_in`, the
+    response rate of that period (`hub.reports.response_rate`) in the same pass."""
     conditions = _stage_conditions()
-    totals = db.session.execute(
-        with_ratings(
-            select(
-                *(
-                    func.coalesce(func.sum(case((conditions[stage], 1), else_=0)), 0)
-                    for stage in STAGES
-                )
-            ).select_from(Delivery)
-        ).where(*scope)
-    ).one()
-    funnel = Funnel(stages={stage: int(count) for stage, count in zip(STAGES, totals, strict=True)})
+    seen = days.condition()
+    sums = [_sum(and_(seen, conditions[stage])) for stage in STAGES]
+    where = seen
+    if response_in is not None:
+        # The response rate's rows: emails sent in the period, and those a person rated.
+        sent = and_(Delivery.sent_at.is_not(None), *response_in.where(Delivery.sent_at))
+        rated = and_(sent, Rating.id.is_not(None), COUNTS_BY_PERSON)
+        sums += [_sum(sent), _sum(rated)]
+        where = or_(seen, sent)
     groups = db.session.execute(
-        select(Delivery.state, Delivery.skip_reason, func.count())
-        .where(*scope, Delivery.state != DeliveryState.SENT.value)
+        with_ratings(
+            select(Delivery.state, Delivery.skip_reason, *sums).select_from(Delivery), survey_id
+        )
+        .where(Delivery.survey_id == survey_id, where)
         .group_by(Delivery.state, Delivery.skip_reason)
     ).all()
+    funnel = Funnel(stages=dict.fromkeys(STAGES, 0))
     skipped: dict[str | None, int] = dict.fromkeys(REASONS, 0)
     funnel.not_sent = dict.fromkeys(NOT_SENT_STATES, 0)
-    for state, reason, count in groups:
+    response = [0, 0]
+    for state, reason, *counts in groups:
+        for stage, count in zip(STAGES, counts, strict=False):
+            funnel.stages[stage] += int(count or 0)
+        if response_in is not None:
+            response[0] += int(counts[-2] or 0)
+            response[1] += int(counts[-1] or 0)
+        in_range = int(counts[0] or 0)  # seen: every delivery of the range
         if state == DeliveryState.SKIPPED.value:
-            skipped[reason] = skipped.get(reason, 0) + count
-        else:
-            funnel.not_sent[state] = funnel.not_sent.get(state, 0) + count
+            skipped[reason] = skipped.get(reason, 0) + in_range
+        elif state != DeliveryState.SENT.value:
+            funnel.not_sent[state] = funnel.not_sent.get(state, 0) + in_range
+    if response_in is not None:
+        funnel.response = ResponseRate(sent=response[0], rated=response[1])
     # The biggest reason first: it is the one worth acting on.
     order = list(REASONS)
     funnel.skipped = dict(
@@ -189,3 +214,8 @@ def count_funnel(survey_id: int, days: DayRange) -> Funnel:
         )
     )
     return funnel
+
+
+def _sum(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    """How many rows meet `condition`."""
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)

@@ -1,10 +1,11 @@
 """Report numbers from ratings and deliveries: scores, trend, distribution, response rate,
 per-agent and per-survey scores, latest comments, and the rows of the ratings export.
 
-Every score comes from the metric plugin's own `score()` and `group()`. The database only
-counts, grouped by value and scale (and by day, agent or survey); the counts are expanded
-back into lists of values in Python. So a report costs the same few queries whether there
-are ten ratings or a million, and it cannot disagree with the metric's formula.
+Every score comes from the metric plugin's own `score_counts()` (equal to its `score()` of
+the values) and `group()`. The database only counts, grouped by value and scale (and by
+day, agent or survey), and the metric scores the counts: no work per rating in Python. So
+a report costs the same few queries whether there are ten ratings or a million, and it
+cannot disagree with the metric's formula.
 
 Suspected mail-scanner clicks (`Rating.suspected_scanner`) are not a person's answer yet:
 they stay out of every number (as they stay out of the helpdesk write-back) until the
@@ -134,14 +135,17 @@ class Scope:
     #: With `agent_ref`: the agent's helpdesk connection (their ids mean them only there).
     connection_id: int | None = None
 
-    def _of(self, model: type[Rating] | type[Delivery]) -> list[ColumnElement[bool]]:
+    def surveys(self, model: type[Rating] | type[Delivery]) -> ColumnElement[bool]:
+        """The condition on `model.survey_id` for the scope's surveys."""
         if self.survey_id is not None:
-            conditions = [model.survey_id == self.survey_id]
-        else:
-            surveys = select(Survey.id).where(Survey.metric == self.metric)
-            if self.connection_id is not None:
-                surveys = surveys.where(Survey.connection_id == self.connection_id)
-            conditions = [model.survey_id.in_(surveys)]
+            return model.survey_id == self.survey_id
+        surveys = select(Survey.id).where(Survey.metric == self.metric)
+        if self.connection_id is not None:
+            surveys = surveys.where(Survey.connection_id == self.connection_id)
+        return model.survey_id.in_(surveys)
+
+    def _of(self, model: type[Rating] | type[Delivery]) -> list[ColumnElement[bool]]:
+        conditions = [self.surveys(model)]
         if self.agent_ref is not None:
             conditions.append(model.agent_ref == self.agent_ref)
         return conditions
@@ -365,12 +369,11 @@ def trend_buckets(
     start = bucket_start(first, granularity)
     while start <= last:
         following = _next_bucket(start, granularity)
-        values = expand(grouped.get(start, Counter()))
         buckets.append(
             Bucket(
                 max(start, first),
                 min(following - timedelta(days=1), last),
-                metric.score(values, scale),
+                metric.score_counts(grouped.get(start, Counter()), scale),
             )
         )
         start = following
@@ -395,66 +398,93 @@ def distribution(metric: Metric, scale: int, counts: Counter[int]) -> tuple[Grou
     return tuple(groups)
 
 
-def _counts(scope: Scope, period: Period) -> tuple[dict[int, Counter[int]], int]:
-    """Answers per scale and value, and the number of suspected scanner clicks."""
-    query = (
-        select(Rating.scale, Rating.value, Rating.suspected_scanner, func.count())
-        .where(*scope.ratings(period))
-        .group_by(Rating.scale, Rating.value, Rating.suspected_scanner)
+@dataclass
+class RatingCounts:
+    """Answers counted per scale and value: in all, and per day, agent or survey when
+    asked; and the suspected scanner clicks."""
+
+    values: dict[int, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+    scanner: int = 0
+    days: dict[int, dict[date, Counter[int]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(Counter))
     )
-    counts: dict[int, Counter[int]] = defaultdict(Counter)
-    scanner = 0
-    for scale, value, suspected, count in db.session.execute(query):
-        if suspected:
-            scanner += count
-        else:
-            counts[scale][value] += count
-    return counts, scanner
+    agents: dict[int, dict[str | None, Counter[int]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(Counter))
+    )
+    surveys: dict[tuple[int, int], Counter[int]] = field(
+        default_factory=lambda: defaultdict(Counter)
+    )
 
 
-def _day_counts(scope: Scope, period: Period) -> dict[int, dict[date, Counter[int]]]:
-    """Answers per scale, UTC day and value."""
+def count_ratings(
+    scope: Scope,
+    period: Period,
+    *,
+    by_day: bool = False,
+    by_agent: bool = False,
+    by_survey: bool = False,
+) -> RatingCounts:
+    """The answers of `scope` in `period` per scale and value (and per day, agent and
+    survey when asked), in one pass over the ratings, or two when days are asked for
+    together with agents or surveys.
+
+    Each pass groups by every column asked for at once and the groups are summed up
+    here: one pass does the work of one query per grouping (every ratings row is read
+    once, not once per grouping). Days are not crossed with agents or surveys, whose
+    product could grow large over long periods: those get a second pass.
+    """
+    counts = RatingCounts()
     day = UtcDay(Rating.created_at)
+    # The first pass: every rating (scanner clicks counted on their own), by day or else
+    # by agent and survey.
+    keys = {"day": day} if by_day else {}
+    if not by_day:
+        keys |= {"agent": Rating.agent_ref} if by_agent else {}
+        keys |= {"survey": Rating.survey_id} if by_survey else {}
+    columns = [*keys.values(), Rating.scale, Rating.value]
     query = (
-        select(day, Rating.scale, Rating.value, func.count())
-        .where(*scope.ratings(period), COUNTS_BY_PERSON)
-        .group_by(day, Rating.scale, Rating.value)
+        select(*columns, Rating.suspected_scanner, func.count())
+        .where(*scope.ratings(period))
+        .group_by(*columns, Rating.suspected_scanner)
     )
-    result: dict[int, dict[date, Counter[int]]] = defaultdict(lambda: defaultdict(Counter))
-    for day_value, scale, value, count in db.session.execute(query):
-        result[scale][_as_date(day_value)][value] += count
-    return result
+    for *found, scale, value, suspected, count in db.session.execute(query):
+        if suspected:
+            counts.scanner += count
+            continue
+        counts.values[scale][value] += count
+        _add(counts, dict(zip(keys, found, strict=True)), scale, value, count)
+    # The second pass: answers by agent and survey, when the first was by day.
+    others = {}
+    if by_day:
+        others |= {"agent": Rating.agent_ref} if by_agent else {}
+        others |= {"survey": Rating.survey_id} if by_survey else {}
+    if others:
+        columns = [*others.values(), Rating.scale, Rating.value]
+        query = (
+            select(*columns, func.count())
+            .where(*scope.ratings(period), COUNTS_BY_PERSON)
+            .group_by(*columns)
+        )
+        for *found, scale, value, count in db.session.execute(query):
+            _add(counts, dict(zip(others, found, strict=True)), scale, value, count)
+    return counts
 
 
-def _agent_counts(scope: Scope, period: Period) -> dict[int, dict[str | None, Counter[int]]]:
-    """Answers per scale, agent and value."""
-    query = (
-        select(Rating.agent_ref, Rating.scale, Rating.value, func.count())
-        .where(*scope.ratings(period), COUNTS_BY_PERSON)
-        .group_by(Rating.agent_ref, Rating.scale, Rating.value)
-    )
-    result: dict[int, dict[str | None, Counter[int]]] = defaultdict(lambda: defaultdict(Counter))
-    for ref, scale, value, count in db.session.execute(query):
-        result[scale][ref][value] += count
-    return result
-
-
-def _survey_counts(scope: Scope, period: Period) -> dict[tuple[int, int], Counter[int]]:
-    """Answers per survey, scale and value."""
-    query = (
-        select(Rating.survey_id, Rating.scale, Rating.value, func.count())
-        .where(*scope.ratings(period), COUNTS_BY_PERSON)
-        .group_by(Rating.survey_id, Rating.scale, Rating.value)
-    )
-    result: dict[tuple[int, int], Counter[int]] = defaultdict(Counter)
-    for survey_id, scale, value, count in db.session.execute(query):
-        result[survey_id, scale][value] += count
-    return result
+def _add(counts: RatingCounts, keys: dict[str, Any], scale: int, value: int, n: int) -> None:
+    """Add `n` answers of `value` on `scale` to the groups `keys` names."""
+    if "day" in keys:
+        counts.days[scale][_as_date(keys["day"])][value] += n
+    if "agent" in keys:
+        counts.agents[scale][keys["agent"]][value] += n
+    if "survey" in keys:
+        counts.surveys[keys["survey"], scale][value] += n
 
 
 def response_rate(scope: Scope, period: Period) -> ResponseRate:
     """Survey emails sent in `period` and how many of them a person rated (one query)."""
-    answered = and_(Rating.delivery_id == Delivery.id, COUNTS_BY_PERSON)
+    # A rating's survey is its delivery's (copied when it is made): saying so lets the
+    # database join only the scope's ratings instead of hashing every rating there is.
+    answered = and_(Rating.delivery_id == Delivery.id, scope.surveys(Rating), COUNTS_BY_PERSON)
     query = (
         select(func.count(Delivery.id), func.count(Rating.id))
         .select_from(Delivery)
@@ -472,26 +502,46 @@ def latest_comments(
     names: dict[str, str],
     limit: int = LATEST_COMMENTS,
 ) -> tuple[Comment, ...]:
-    """The newest comments (by when they were written) on ratings given in `period`."""
-    written = func.coalesce(Rating.commented_at, Rating.created_at)
-    query = (
+    """The newest comments (by when they were written) on ratings given in `period`.
+
+    The newest are found among the ratings alone and only they are joined with their
+    ticket and survey: joined first, the database may look up the ticket of every comment
+    of the scope before it keeps 20 of them."""
+    written = func.coalesce(Rating.commented_at, Rating.created_at).label("written")
+    newest = (
         select(
             Rating.id,
             Rating.survey_id,
-            Survey.name,
+            Rating.delivery_id,
             Rating.value,
             Rating.scale,
             Rating.comment,
-            Delivery.ticket_id,
             Rating.agent_ref,
             Rating.created_at,
             Rating.commented_at,
+            written,
         )
-        .join(Delivery, Delivery.id == Rating.delivery_id)
-        .join(Survey, Survey.id == Rating.survey_id)
         .where(*scope.ratings(period), COUNTS_BY_PERSON, Rating.comment != "")
         .order_by(written.desc(), Rating.id.desc())
         .limit(limit)
+        .subquery()
+    )
+    query = (
+        select(
+            newest.c.id,
+            newest.c.survey_id,
+            Survey.name,
+            newest.c.value,
+            newest.c.scale,
+            newest.c.comment,
+            Delivery.ticket_id,
+            newest.c.agent_ref,
+            newest.c.created_at,
+            newest.c.commented_at,
+        )
+        .join(Delivery, Delivery.id == newest.c.delivery_id)
+        .join(Survey, Survey.id == newest.c.survey_id)
+        .order_by(newest.c.written.desc(), newest.c.id.desc())
     )
     comments = []
     for row in db.session.execute(query):
@@ -525,32 +575,38 @@ def build_report(
     by_agent: bool = True,
     surveys: Sequence[Survey] | None = None,
     granularity: str | None = None,
+    trend: bool = True,
+    comments: bool = True,
+    response: ResponseRate | None = None,
 ) -> Report:
     """The report of `metric` over `scope` and `period`, in a fixed number of queries.
 
     `scales` are shown even without answers (a survey's own scale); scales found in the
     ratings are added. Scales the metric does not offer are left out (their values have
     no group). `by_agent` adds the per-agent scores; `surveys` (a metric report's) adds
-    one score per survey and scale. Queries: counts, counts per day, response rate,
-    comments, agent names, plus one for agents and one for surveys when asked.
+    one score per survey and scale; `trend` the score per bucket, `comments` the latest
+    comments (the API asks only for what it returns). `response`: the response rate when
+    already counted (with a survey's funnel). Queries: the counts (one or two passes,
+    `count_ratings`), the response rate, and when asked the comments and agent names.
     """
     today = today or datetime.now(UTC).date()
-    counts, scanner = _counts(scope, period)
-    by_day = _day_counts(scope, period)
-    agents = _agent_counts(scope, period) if by_agent else {}
-    names = agent_names()
+    counted = count_ratings(
+        scope, period, by_day=trend, by_agent=by_agent, by_survey=surveys is not None
+    )
+    counts, by_day, agents = counted.values, counted.days, counted.agents
+    names = agent_names() if by_agent or comments else {}
     shown = sorted(s for s in set(scales) | set(counts) if s in metric.scales)
 
     span = trend_span(period, {d for days in by_day.values() for d in days}, today)
     granularity = granularity or (granularity_for(*span) if span else "day")
     parts = []
     for scale in shown:
-        trend = ()
+        buckets = ()
         if span:
-            trend = trend_buckets(metric, scale, by_day.get(scale, {}), span, granularity)
+            buckets = trend_buckets(metric, scale, by_day.get(scale, {}), span, granularity)
         agent_scores = sorted(
             (
-                AgentScore(ref, _name(ref, names), metric.score(expand(values), scale))
+                AgentScore(ref, _name(ref, names), metric.score_counts(values, scale))
                 for ref, values in agents.get(scale, {}).items()
             ),
             key=lambda row: (-row.score.n, row.name.lower()),
@@ -558,26 +614,24 @@ def build_report(
         parts.append(
             ScalePart(
                 scale=scale,
-                score=metric.score(expand(counts.get(scale, Counter())), scale),
+                score=metric.score_counts(counts.get(scale, Counter()), scale),
                 distribution=distribution(metric, scale, counts.get(scale, Counter())),
-                trend=trend,
+                trend=buckets,
                 agents=tuple(agent_scores),
             )
         )
 
     survey_scores: list[SurveyScore] = []
     if surveys is not None:
-        per_survey = _survey_counts(scope, period)
+        per_survey = counted.surveys
         for survey in surveys:
             found = sorted(scale for (sid, scale) in per_survey if sid == survey.id)
             for scale in found or [survey.scale]:
                 if scale not in metric.scales:
                     continue
-                values = expand(per_survey.get((survey.id, scale), Counter()))
+                score = metric.score_counts(per_survey.get((survey.id, scale), Counter()), scale)
                 survey_scores.append(
-                    SurveyScore(
-                        survey.id, survey.name, scale, survey.active, metric.score(values, scale)
-                    )
+                    SurveyScore(survey.id, survey.name, scale, survey.active, score)
                 )
 
     return Report(
@@ -586,9 +640,9 @@ def build_report(
         period=period,
         granularity=granularity,
         parts=tuple(parts),
-        response=response_rate(scope, period),
-        comments=latest_comments(metric, scope, period, names),
-        scanner_clicks=scanner,
+        response=response if response is not None else response_rate(scope, period),
+        comments=latest_comments(metric, scope, period, names) if comments else (),
+        scanner_clicks=counted.scanner,
         surveys=tuple(survey_scores),
     )
 

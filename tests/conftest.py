@@ -35,8 +35,15 @@ def postgres_url() -> str:
 
 
 def redis_url() -> str:
-    """REDIS_URL when set, else database 15 of the machine's local Redis."""
-    return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
+    """REDIS_URL when set, else database 15 of the machine's local Redis; under
+    pytest-xdist each worker has a database of its own below that one (tests flush it)."""
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    if worker.isdigit() and int(worker) and not url.startswith("unix:"):
+        base, _, number = url.rpartition("/")
+        if number.isdigit() and base.count("/") >= 2:
+            url = f"{base}/{(int(number) - int(worker)) % 16}"
+    return url
 
 
 def wait_for_http(url: str, timeout: float = 30.0) -> None:

@@ -113,6 +113,18 @@ class Stats(MethodView):
             if scope.connection_id is not None:
                 query = query.where(Survey.connection_id == scope.connection_id)
             surveys = db.session.execute(query).scalars().all()
+        funnel = counted = None
+        if survey is not None and g.api_user.is_admin:
+            # The funnel and the response rate: one pass over the survey's deliveries.
+            counted = count_funnel(
+                survey.id, DayRange(period.start, period.end), response_in=period
+            )
+            funnel = {
+                "stages": counted.stages,
+                "skipped": {reason or "": n for reason, n in counted.skipped.items()},
+                "not_sent": counted.not_sent,
+            }
+        # Only what the answer holds: no comments, a trend or agents only when asked.
         report = build_report(
             metric,
             scope,
@@ -121,15 +133,10 @@ class Stats(MethodView):
             by_agent=by == "agent",
             surveys=surveys,
             granularity=by if by in ("day", "week") else None,
+            trend=by in ("day", "week"),
+            comments=False,
+            response=counted.response if counted is not None else None,
         )
-        funnel = None
-        if survey is not None and g.api_user.is_admin:
-            counted = count_funnel(survey.id, DayRange(period.start, period.end))
-            funnel = {
-                "stages": counted.stages,
-                "skipped": {reason or "": n for reason, n in counted.skipped.items()},
-                "not_sent": counted.not_sent,
-            }
         return {
             "metric": metric.key,
             "survey_id": survey.id if survey else None,

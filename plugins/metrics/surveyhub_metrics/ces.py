@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from collections.abc import Sequence
 
 from hub.contracts import Metric
 from hub.contracts import ScalePoint
 from hub.contracts import Score
 from hub.i18n import N_
-from surveyhub_metrics.stats import mean_and_margin
+from surveyhub_metrics.stats import mean_and_margin_of
 from surveyhub_metrics.stats import percent
 from surveyhub_metrics.stats import proportion_margin
 
@@ -41,9 +43,12 @@ class CES(Metric):
         return "neutral" if value == 4 else "positive"
 
     def score(self, values: Sequence[int], scale: int) -> Score:
-        counts = self.count_groups(values, scale)
-        n = len(values)
-        mean, margin = mean_and_margin(values)
+        return self.score_counts(Counter(values), scale)
+
+    def score_counts(self, answers: Mapping[int, int], scale: int) -> Score:
+        counts = self.count_groups_of(answers, scale)
+        n = sum(answers.values())
+        mean, margin = mean_and_margin_of(answers)
         return Score(
             value=mean,
             n=n,

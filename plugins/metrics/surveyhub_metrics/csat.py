@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from collections.abc import Sequence
 
 from hub.contracts import Metric
@@ -49,8 +51,11 @@ class CSAT(Metric):
         return "positive" if value >= positive_min else "neutral"
 
     def score(self, values: Sequence[int], scale: int) -> Score:
-        counts = self.count_groups(values, scale)
-        n = len(values)
+        return self.score_counts(Counter(values), scale)
+
+    def score_counts(self, answers: Mapping[int, int], scale: int) -> Score:
+        counts = self.count_groups_of(answers, scale)
+        n = sum(answers.values())
         return Score(
             value=percent(counts["positive"], n),
             n=n,

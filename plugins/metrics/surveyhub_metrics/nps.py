@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from collections.abc import Sequence
 
 from hub.contracts import Metric
@@ -33,8 +35,11 @@ class NPS(Metric):
         return "passive" if value >= 7 else "detractor"
 
     def score(self, values: Sequence[int], scale: int) -> Score:
-        counts = self.count_groups(values, scale)
-        n = len(values)
+        return self.score_counts(Counter(values), scale)
+
+    def score_counts(self, answers: Mapping[int, int], scale: int) -> Score:
+        counts = self.count_groups_of(answers, scale)
+        n = sum(answers.values())
         promoters, detractors = counts["promoter"], counts["detractor"]
         value = None if not n else percent(promoters, n) - percent(detractors, n)
         return Score(

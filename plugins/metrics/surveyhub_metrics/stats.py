@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Mapping
 from collections.abc import Sequence
 
 Z95 = 1.959964  # two-sided 95% normal quantile
@@ -45,12 +47,24 @@ def net_margin(plus: int, minus: int, n: int) -> float | None:
 
 def mean_and_margin(values: Sequence[int]) -> tuple[float | None, float | None]:
     """The mean and its 95% margin of error (Student t, sample standard deviation)."""
-    n = len(values)
+    return mean_and_margin_of(Counter(values))
+
+
+def mean_and_margin_of(counts: Mapping[int, int]) -> tuple[float | None, float | None]:
+    """`mean_and_margin` of the values `counts` stands for (value → how many).
+
+    Sums of the (integer) values and of their squares are exact, so the variance is
+    computed without rounding until its final division: the same numbers from a list of
+    five answers or from the counts of a million.
+    """
+    n = sum(counts.values())
     if n == 0:
         return None, None
-    mean = sum(values) / n
+    total = sum(value * count for value, count in counts.items())
+    mean = total / n
     if n < 2:
         return mean, None
-    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
+    squares = sum(value * value * count for value, count in counts.items())
+    variance = (n * squares - total * total) / (n * (n - 1))
     quantile = T95[n - 2] if n - 1 <= len(T95) else Z95
     return mean, quantile * math.sqrt(variance / n)
