@@ -30,6 +30,7 @@ BENCH_SCAN_SEND ?= 2000
 BENCH_SCAN_MEMORY ?= 5000
 BENCH_EXPORT ?= 1000000
 BENCH_REPORT ?= 1000000
+BENCH_CAPTURE ?= 3 3
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/kustomer_requests.py
 	$(BIN)/python bench/scan_send.py $(BENCH_SCAN_SEND)
@@ -37,6 +38,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/eligible_to_sent.py
 	$(BIN)/python bench/export_memory.py $(BENCH_EXPORT)
 	$(BIN)/python bench/report_stats.py $(BENCH_REPORT)
+	$(BIN)/python bench/capture_rps.py $(BENCH_CAPTURE)
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .

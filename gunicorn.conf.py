@@ -60,10 +60,13 @@ workers = _positive("WEB_CONCURRENCY", min(2 * _cores() + 1, 12))
 worker_class = "sync"
 timeout = _positive("HUB_WEB_TIMEOUT", 300)
 graceful_timeout = _positive("HUB_WEB_GRACEFUL_TIMEOUT", 120)
-# Replace each worker after about a thousand requests (jittered, so they do not all
-# restart at once): a slow leak in a plugin never grows without bound.
-max_requests = 1000
-max_requests_jitter = 200
+# Replace each worker after about ten thousand requests (jittered, so they do not all
+# restart at once): a slow leak in a plugin never grows without bound. Not much sooner:
+# a new worker costs about 2 s of CPU (imports, create_app); replaced every thousand
+# requests, starting workers took a third or more of a busy web process's CPU
+# (docs/performance.md, rating capture).
+max_requests = 10000
+max_requests_jitter = 1000
 
 # gunicorn 25+ opens a control socket for `gunicornc` in $HOME by default, one path
 # for every gunicorn of that user; signals and systemctl do the same job. Set

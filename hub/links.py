@@ -6,6 +6,7 @@ import re
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
+from functools import lru_cache
 
 from flask import current_app
 from itsdangerous import BadSignature
@@ -26,9 +27,15 @@ class LinkExpired(Exception):
     """The link is genuine but older than its survey allows."""
 
 
+@lru_cache(maxsize=16)
+def _rating_serializer(keys: tuple[str, ...]) -> URLSafeTimedSerializer:
+    # Made once per set of keys: every rating page reads a token.
+    return URLSafeTimedSerializer(list(keys), salt=RATING_SALT)
+
+
 def rating_token(delivery_id: int) -> str:
     """A token naming the delivery only, signed with the app secret and timestamped."""
-    return URLSafeTimedSerializer(signing_keys(current_app), salt=RATING_SALT).dumps(delivery_id)
+    return _rating_serializer(tuple(signing_keys(current_app))).dumps(delivery_id)
 
 
 #: What itsdangerous makes: URL-safe base64 parts joined by dots. Anything else (a
@@ -40,7 +47,7 @@ def read_rating_token(token: str) -> tuple[int, datetime]:
     """The delivery id in `token` and when the token was made; raises `LinkInvalid`."""
     if len(token) > 200 or not TOKEN.fullmatch(token):
         raise LinkInvalid(token)
-    serializer = URLSafeTimedSerializer(signing_keys(current_app), salt=RATING_SALT)
+    serializer = _rating_serializer(tuple(signing_keys(current_app)))
     try:
         delivery_id, issued_at = serializer.loads(token, return_timestamp=True)
     except BadSignature:

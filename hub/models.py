@@ -240,6 +240,9 @@ class Delivery(TimestampMixin, db.Model):
     ticket_url: Mapped[str | None] = mapped_column(String(500))
 
     survey: Mapped[Survey] = relationship()
+    #: The customer's answer, if any; read-only (answers are written as `Rating` rows,
+    #: see hub.ratings), so the rating pages can load it with the delivery.
+    rating: Mapped[Rating | None] = relationship(viewonly=True, uselist=False)
 
     __table_args__ = (
         UniqueConstraint("survey_id", "ticket_id"),

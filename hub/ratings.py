@@ -7,10 +7,11 @@ from datetime import datetime
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from hub.extensions import db
+from hub.extensions import rows_kept
 from hub.models import Delivery
 from hub.models import Rating
 from hub.models import utcnow
@@ -37,9 +38,9 @@ class RatingLocked(Exception):
 
 
 def rating_for(delivery: Delivery) -> Rating | None:
-    """The rating of a delivery, if the customer answered."""
-    query = select(Rating).where(Rating.delivery_id == delivery.id)
-    return db.session.execute(query).scalar_one_or_none()
+    """The rating of a delivery, if the customer answered (the rating pages load it with
+    the delivery; otherwise it is read now)."""
+    return delivery.rating
 
 
 def record_score(
@@ -59,24 +60,28 @@ def record_score(
     """
     now = now or utcnow()
     for _ in range(RETRIES):
-        rating = rating_for(delivery)
+        before = rating_for(delivery)
         # A scanner's clicks sent no event: the person's own click is the rating's news.
-        created = rating is None or rating.suspected_scanner
+        created = before is None or before.suspected_scanner
         try:
-            changed = _apply_score(rating, delivery, value, scale, now, automatic)
-            if changed is None:
-                return rating, False
-            rating = changed
-            write_back = stage_write_back(rating, "score", now)
-            rating_changed(rating, created, now)  # webhooks, committed with the score
-            db.session.commit()
+            rating = _apply_score(before, delivery, value, scale, now, automatic)
+            if rating is None:
+                return before, False
+            write_back = stage_write_back(rating, "score", now, new_rating=before is None)
+            # Webhooks, committed with the score; a rating new in this transaction has no
+            # scanner's news to cancel.
+            rating_changed(rating, created, now, scanner_news=before is not None)
+            # The rows this transaction wrote stay loaded for the enqueue and the
+            # plugins: no SELECTs to read back what was just written.
+            with rows_kept():
+                db.session.commit()
+                enqueue_if_due(write_back, now)
+                current_app.extensions["hub"].registry.rating_received(rating)
         except IntegrityError:
             # A concurrent click created the rating or its write-back first: apply ours
             # to what it committed.
             db.session.rollback()
             continue
-        enqueue_if_due(write_back, now)
-        current_app.extensions["hub"].registry.rating_received(rating)
         return rating, True
     raise RuntimeError(f"The score for delivery {delivery.id} kept conflicting; try again.")
 
@@ -102,6 +107,7 @@ def _apply_score(
         )
         db.session.add(rating)
         db.session.flush()  # a concurrent first click makes this fail: unique delivery
+        set_committed_value(delivery, "rating", rating)  # a rollback expires it again
     elif rating.value == value and rating.scale == scale:
         if not (rating.suspected_scanner and not automatic):
             return None
@@ -134,13 +140,14 @@ def record_comment(rating: Rating, comment: str, now: datetime | None = None) ->
         try:
             write_back = stage_write_back(rating, "comment", now) if comment else None
             comment_added(rating, now)  # webhooks, committed with the comment
-            db.session.commit()
+            with rows_kept():  # as for a score: no SELECTs to read back what was written
+                db.session.commit()
+                if write_back is not None:
+                    enqueue_if_due(write_back, now)
+                current_app.extensions["hub"].registry.comment_received(rating)
         except IntegrityError:
             db.session.rollback()
             continue
-        if write_back is not None:
-            enqueue_if_due(write_back, now)
-        current_app.extensions["hub"].registry.comment_received(rating)
         return True
     raise RuntimeError(f"The comment for rating {rating_id} kept conflicting; try again.")
 

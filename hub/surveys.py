@@ -161,6 +161,11 @@ class SurveySettingsSchema(Schema):
     )
 
 
+#: For `effective_settings` (read on every rating page): building a schema costs more
+#: than loading with it, and a schema keeps no state between loads.
+_SETTINGS = SurveySettingsSchema()
+
+
 def defaults(metric: Metric, company_name: str = "our team") -> dict[str, Any]:
     """The settings a new survey of `metric` starts with (PRODUCT.md's defaults).
 
@@ -195,11 +200,16 @@ class MetricMissing(LookupError):
 
 def metric_of(survey: Survey) -> Metric:
     """The survey's metric, or `MetricMissing` naming the plugin to install."""
+    return metric_named(survey.metric, survey.id)
+
+
+def metric_named(key: str, survey_id: int | None = None) -> Metric:
+    """The metric `key` (of survey `survey_id`), or `MetricMissing` naming the plugin."""
     try:
-        return current_app.extensions["hub"].registry.metrics[survey.metric]
+        return current_app.extensions["hub"].registry.metrics[key]
     except KeyError:
         raise MetricMissing(
-            f"Survey {survey.id} uses the metric '{survey.metric}', which no installed "
+            f"Survey {survey_id} uses the metric '{key}', which no installed "
             "plugin provides (install or unblock it)."
         ) from None
 
@@ -212,7 +222,7 @@ def settings_of(survey: Survey) -> dict[str, Any]:
 def effective_settings(metric: Metric, stored: dict[str, Any]) -> dict[str, Any]:
     """Stored settings over the defaults, validated (raises marshmallow.ValidationError)."""
     merged = defaults(metric, stored.get("company_name") or "our team")
-    merged.update(SurveySettingsSchema().load(stored))
+    merged.update(_SETTINGS.load(stored))
     return merged
 
 

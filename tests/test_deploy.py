@@ -96,7 +96,7 @@ def test_gunicorn_picks_the_config_up_from_this_folder(tmp_path):
     assert settings["bind"] == "['127.0.0.1:8000']"
     assert settings["timeout"] == "300"
     assert settings["graceful_timeout"] == "120"
-    assert settings["max_requests"] == "1000"
+    assert settings["max_requests"] == "10000"
     assert int(settings["max_requests_jitter"]) > 0
     assert "RedactingLogger" in settings["logger_class"]
     assert settings["accesslog"] == "-"

@@ -33,7 +33,9 @@ from hub.webhooks.events import write_back_failed
 log = logging.getLogger(__name__)
 
 
-def stage_write_back(rating: Rating, kind: str, now: datetime) -> WriteBack:
+def stage_write_back(
+    rating: Rating, kind: str, now: datetime, new_rating: bool = False
+) -> WriteBack:
     """Add (or refresh) `rating`'s pending write-back to the current transaction.
 
     Called in the same transaction as the score or comment it carries, so an answer is
@@ -43,13 +45,17 @@ def stage_write_back(rating: Rating, kind: str, now: datetime) -> WriteBack:
     A score waits a short grace time (`HUB_WRITEBACK_GRACE`), so a comment typed right
     after the click lands in the same note; the note is worded from the rating when it
     is sent, so a changed score or a quick comment never makes a second note.
+    `new_rating=True` says the rating was inserted in this transaction, so it has no
+    pending write-back to look for (one statement less per first answer).
     """
     grace = timedelta(seconds=current_app.config["HUB_WRITEBACK_GRACE"])
-    waiting = db.session.execute(
-        select(WriteBack).where(
-            WriteBack.rating_id == rating.id, WriteBack.state == WriteBackState.PENDING.value
-        )
-    ).scalar_one_or_none()
+    waiting = None
+    if not new_rating:
+        waiting = db.session.execute(
+            select(WriteBack).where(
+                WriteBack.rating_id == rating.id, WriteBack.state == WriteBackState.PENDING.value
+            )
+        ).scalar_one_or_none()
     if waiting is not None:
         # Touch the row only while it is still pending, in this transaction: the update
         # locks it, so a worker's claim waits for this commit and then reads the new

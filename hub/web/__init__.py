@@ -7,6 +7,7 @@ from pathlib import Path
 from flask import Blueprint
 from flask import Flask
 from flask import render_template
+from flask import request
 from flask_babel import get_locale
 from flask_wtf.csrf import CSRFError
 
@@ -53,6 +54,8 @@ def register_web(app: Flask) -> None:
     app.register_blueprint(auth_bp)
     app.register_blueprint(home_bp)
     app.register_blueprint(public_bp)
+    # The customers' pages have no rate limits: spare them the limiter's per-request work.
+    app.extensions["hub"].limiter.request_filter(lambda: request.blueprint == public_bp.name)
     app.register_blueprint(outbox_bp)
     app.register_blueprint(setup_bp)
     app.register_blueprint(invitations_bp)

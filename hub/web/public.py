@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 
 from flask import Blueprint
 from flask import current_app
@@ -12,7 +13,11 @@ from flask import render_template
 from flask import request
 from flask import url_for
 from marshmallow import ValidationError
+from sqlalchemy import bindparam
+from sqlalchemy import select
 from sqlalchemy import update
+from sqlalchemy.orm import contains_eager
+from sqlalchemy.orm import joinedload
 
 from hub.contracts import Metric
 from hub.extensions import csrf
@@ -24,6 +29,7 @@ from hub.links import check_not_expired
 from hub.links import read_rating_token
 from hub.links import read_unsubscribe_token
 from hub.models import Delivery
+from hub.models import Survey
 from hub.models import utcnow
 from hub.ratings import MAX_COMMENT_LENGTH
 from hub.ratings import RatingLocked
@@ -34,7 +40,7 @@ from hub.suppressions import is_suppressed
 from hub.suppressions import suppress
 from hub.surveys import MetricMissing
 from hub.surveys import effective_settings
-from hub.surveys import metric_of
+from hub.surveys import metric_named
 from hub.surveys import settings_of
 from hub.surveys import text_color_on
 
@@ -68,58 +74,107 @@ def public_page_error(error: PublicPageError):
     return render_template(error.template), error.status
 
 
-def _dress(delivery: Delivery, settings: dict) -> None:
+def _dress(settings: dict, customer_locale: str | None) -> None:
     """Show the page in the customer's language and the survey's brand."""
-    g.locale = survey_language(settings["language"], delivery.locale)
+    g.locale = survey_language(settings["language"], customer_locale)
     g.brand_color = settings["brand_color"]
     g.brand_text = text_color_on(settings["brand_color"])
     g.company = settings["company_name"]
 
 
-def _load(token: str) -> tuple[Delivery, Metric, dict]:
-    """The delivery behind a score link, its metric and settings; sets the page language."""
+#: The rating page only shows things: one narrow row, no ORM objects to build.
+_VIEW = (
+    select(
+        Delivery.id,
+        Delivery.locale,
+        Delivery.opened_at,
+        Delivery.survey_id,
+        Survey.metric,
+        Survey.scale,
+        Survey.settings,
+    )
+    .join(Survey, Survey.id == Delivery.survey_id)
+    .where(Delivery.id == bindparam("delivery_id"))
+)
+_OPENED = (
+    update(Delivery)
+    .where(Delivery.id == bindparam("delivery_id"), Delivery.opened_at.is_(None))
+    .values(opened_at=bindparam("now"))
+)
+#: The pages that record or read an answer: the delivery with its survey and its rating
+#: (if any) as ORM rows, in one statement.
+_ANSWER = (
+    select(Delivery)
+    .join(Delivery.survey)
+    .outerjoin(Delivery.rating)
+    .options(contains_eager(Delivery.survey), contains_eager(Delivery.rating))
+    .where(Delivery.id == bindparam("delivery_id"))
+)
+
+
+def _read_token(token: str) -> tuple[int, datetime]:
+    """The delivery id and issue time of a score link (404 when it is not one of ours)."""
     try:
-        delivery_id, issued_at = read_rating_token(token)
+        return read_rating_token(token)
     except LinkInvalid:
         raise PublicPageError("public/link_invalid.html", 404) from None
-    delivery = db.session.get(Delivery, delivery_id)
-    if delivery is None:
-        raise PublicPageError("public/link_invalid.html", 404)
+
+
+def _survey_page(
+    survey_id: int, metric_key: str, stored: dict | None, locale: str | None, issued_at
+) -> tuple[Metric, dict]:
+    """The survey's metric and settings, the page dressed in its language and brand, and
+    the link's age checked against the survey's expiry."""
     try:
-        metric = metric_of(delivery.survey)
+        metric = metric_named(metric_key, survey_id)
     except MetricMissing:
-        current_app.logger.error("Survey %s: metric plugin missing", delivery.survey_id)
+        current_app.logger.error("Survey %s: metric plugin missing", survey_id)
         raise PublicPageError("public/unavailable.html", 503) from None
     try:
-        settings = effective_settings(metric, delivery.survey.settings or {})
+        settings = effective_settings(metric, stored or {})
     except ValidationError as exc:
-        current_app.logger.error("Survey %s has invalid settings: %s", delivery.survey_id, exc)
+        current_app.logger.error("Survey %s has invalid settings: %s", survey_id, exc)
         raise PublicPageError("public/unavailable.html", 503) from None
-    _dress(delivery, settings)
+    _dress(settings, locale)
     try:
         check_not_expired(issued_at, settings["link_expiry_days"], utcnow())
     except LinkExpired:
         raise PublicPageError("public/link_expired.html", 410) from None
+    return metric, settings
+
+
+def _load(token: str) -> tuple[Delivery, Metric, dict]:
+    """The delivery behind a score link (with its survey and rating), its metric and
+    settings; sets the page language."""
+    delivery_id, issued_at = _read_token(token)
+    if request.method == "GET":
+        # Showing the comment or thank-you page only reads (and may note the page
+        # opened): no transaction, so no BEGIN and ROLLBACK round trips.
+        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    found = db.session.execute(_ANSWER, {"delivery_id": delivery_id})
+    delivery = found.unique().scalar_one_or_none()
+    if delivery is None:
+        raise PublicPageError("public/link_invalid.html", 404)
+    survey = delivery.survey
+    metric, settings = _survey_page(
+        survey.id, survey.metric, survey.settings, delivery.locale, issued_at
+    )
     return delivery, metric, settings
 
 
-def _opened(delivery: Delivery) -> None:
+def _opened(delivery_id: int, opened_at: datetime | None) -> None:
     """Note the first time the rating page was opened (the funnel's "opened" step).
 
     A mail scanner's prefetch counts too, as any email "open" does; a rating always
-    counts as opened, so the funnel never narrows backwards.
+    counts as opened, so the funnel never narrows backwards. The commit expires the
+    session's rows: read what the page needs before.
     """
-    if delivery.opened_at is None:
-        db.session.execute(
-            update(Delivery)
-            .where(Delivery.id == delivery.id, Delivery.opened_at.is_(None))
-            .values(opened_at=utcnow())
-        )
+    if opened_at is None:
+        db.session.execute(_OPENED, {"delivery_id": delivery_id, "now": utcnow()})
         db.session.commit()
 
 
-def _point(metric: Metric, delivery: Delivery, score: int):
-    scale = delivery.survey.scale
+def _point(metric: Metric, scale: int, score: int):
     if not metric.check(score, scale):
         raise PublicPageError("public/score_invalid.html", 400)
     return next(p for p in metric.points(scale) if p.value == score)
@@ -127,27 +182,36 @@ def _point(metric: Metric, delivery: Delivery, score: int):
 
 @bp.get("/r/<token>/<int(signed=True):score>")
 def rate(token: str, score: int):
-    """Confirm a score. A GET records nothing: mail scanners prefetch links."""
-    delivery, metric, settings = _load(token)
-    point = _point(metric, delivery, score)
-    _opened(delivery)
-    return render_template(
-        "public/rate.html", point=point, metric=metric, scale=delivery.survey.scale
-    )
+    """Confirm a score. A GET records nothing: mail scanners prefetch links.
+
+    The page reads one row and, the first time, notes that it was opened with one
+    conditional UPDATE: it uses a connection of its own in autocommit, not the ORM
+    session, so no transaction (no BEGIN and ROLLBACK round trips; the driver keeps its
+    prepared statements, which a ROLLBACK drops) and no unit of work to set up.
+    """
+    delivery_id, issued_at = _read_token(token)
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        row = connection.execute(_VIEW, {"delivery_id": delivery_id}).one_or_none()
+        if row is None:
+            raise PublicPageError("public/link_invalid.html", 404)
+        metric, _ = _survey_page(row.survey_id, row.metric, row.settings, row.locale, issued_at)
+        point = _point(metric, row.scale, score)
+        if row.opened_at is None:  # see _opened
+            connection.execute(_OPENED, {"delivery_id": delivery_id, "now": utcnow()})
+    return render_template("public/rate.html", point=point, metric=metric, scale=row.scale)
 
 
 @bp.post("/r/<token>/<int(signed=True):score>")
 def record(token: str, score: int):
     """Record the score (the rating page submits this itself), then ask for a comment."""
     delivery, metric, settings = _load(token)
-    _point(metric, delivery, score)
-    _opened(delivery)
+    scale = delivery.survey.scale
+    _point(metric, scale, score)
+    _opened(delivery.id, delivery.opened_at)  # the page was shown first: usually noted
     try:
-        record_score(
-            delivery, score, delivery.survey.scale, automatic=request.form.get("auto") == "1"
-        )
+        record_score(delivery, score, scale, automatic=request.form.get("auto") == "1")
     except RatingLocked as locked:
-        top = metric.highest(delivery.survey.scale)
+        top = metric.highest(scale)
         return render_template("public/already.html", rating=locked.rating, top=top), 409
     return redirect(url_for("public.comment", token=token), code=303)
 
@@ -158,13 +222,9 @@ def comment(token: str):
     delivery, metric, settings = _load(token)
     rating = rating_for(delivery)
     if rating is None:
-        _opened(delivery)
-        return render_template(
-            "public/choose.html",
-            token=token,
-            metric=metric,
-            points=metric.points(delivery.survey.scale),
-        )
+        points = metric.points(delivery.survey.scale)
+        _opened(delivery.id, delivery.opened_at)
+        return render_template("public/choose.html", token=token, metric=metric, points=points)
     if request.method == "POST":
         record_comment(rating, request.form.get("comment", ""))
         return redirect(url_for("public.thanks", token=token), code=303)
@@ -187,14 +247,16 @@ def thanks(token: str):
 def unsubscribe(token: str):
     """Unsubscribe page (GET asks, POST confirms); also the RFC 8058 one-click target."""
     try:
-        delivery = db.session.get(Delivery, read_unsubscribe_token(token))
+        delivery = db.session.get(
+            Delivery, read_unsubscribe_token(token), options=[joinedload(Delivery.survey)]
+        )
     except LinkInvalid:
         delivery = None
     if delivery is None or not delivery.requester_email:
         raise PublicPageError("public/link_invalid.html", 404)
     # Unsubscribing must work even when the survey's plugin or settings are broken.
     with contextlib.suppress(MetricMissing, ValidationError):
-        _dress(delivery, settings_of(delivery.survey))
+        _dress(settings_of(delivery.survey), delivery.locale)
     if request.method == "POST":
         suppress(delivery.requester_email, "unsubscribed")
         return render_template("public/unsubscribed.html")

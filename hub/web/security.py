@@ -70,10 +70,14 @@ def init_security(app: Flask) -> None:
             "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
             "form-action 'self'; object-src 'none'",
         )
-        if response.mimetype == "text/html" and current_user.is_authenticated:
+        if (
+            "Cache-Control" not in headers  # the customers' pages set no-store themselves
+            and response.mimetype == "text/html"
+            and current_user.is_authenticated
+        ):
             # Signed-in pages show customers' words and, once, new secrets (tokens,
             # webhook signing secrets): no browser or proxy cache keeps them.
-            headers.setdefault("Cache-Control", "no-store")
+            headers["Cache-Control"] = "no-store"
         return response
 
     @app.errorhandler(RequestEntityTooLarge)

@@ -149,17 +149,18 @@ def _rating_facts(rating: Rating, survey: Survey) -> tuple[dict[str, Any], str |
     return facts, group
 
 
-def rating_changed(rating: Rating, created: bool, now: datetime) -> None:
+def rating_changed(rating: Rating, created: bool, now: datetime, scanner_news: bool = True) -> None:
     """`rating.created` or `rating.updated`, in the transaction storing the score.
 
     Held back for the write-back grace time (`HUB_WRITEBACK_GRACE`): a comment typed
     right after the click is then part of it, and a mail scanner's burst of clicks is
     recognised before anything is sent (such ratings send nothing until the person's
-    own click).
+    own click). `scanner_news=False` says the rating row is new in this transaction, so
+    no scanner's news of it can be waiting to be cancelled.
     """
     if rating.suspected_scanner:
         return
-    if created and rating.id is not None:
+    if created and scanner_news and rating.id is not None:
         _cancel_scanner_news(rating.id, now)
     survey = db.session.get(Survey, rating.survey_id)
     facts, group = _rating_facts(rating, survey)
