@@ -365,7 +365,10 @@ def test_a_month_of_answers_on_the_report(tmp_path, browser):  # noqa: F811
         now = utcnow()
         for n in range(240):
             ref = picks.choice(list(agents))
-            when = now - timedelta(days=picks.uniform(0, 29), hours=1)
+            # Inside the default 30 whole UTC days at any time of day, and the answer
+            # (two hours later) not after now: a run near midnight once put an
+            # answer into tomorrow, outside the report.
+            when = now - timedelta(days=picks.uniform(0, 28), hours=3)
             delivery = Delivery(
                 survey_id=survey_id, ticket_id=f"67dd{n:04x}", state="sent", agent_ref=ref,
                 requester_email=f"customer{n}@example.com", sent_at=when, created_at=when,
