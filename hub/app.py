@@ -81,13 +81,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     validate_config(app.config)
     if app.config["HUB_LOG_FORMAT"] == "json":
         configure_web_logging(app)  # one JSON object per line, as the workers write
-    hops = app.config.get("HUB_PROXY_HOPS") or app.config.get("HUB_TRUSTED_PROXIES") or 0
-    if hops:
-        # Behind N proxies (the https front the docs ask for) the client is the address
-        # they report, not theirs: sign-in limits must count people, not the proxy. The
-        # scheme and host are the ones the customer used (secure cookies, CSRF's https
-        # referrer check). Without the setting these headers are ignored: anyone can send them.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     instance_path.mkdir(parents=True, exist_ok=True)
     _configure_database(app)
 
@@ -121,6 +114,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_web(app)
     for blueprint in registry.blueprints():
         app.register_blueprint(blueprint)
+    hops = app.config.get("HUB_PROXY_HOPS") or app.config.get("HUB_TRUSTED_PROXIES") or 0
+    if hops:
+        # Behind N proxies (the https front the docs ask for) the client is the address
+        # they report, not theirs: sign-in limits must count people, not the proxy. The
+        # scheme and host are the ones the customer used (secure cookies, CSRF's https
+        # referrer check). Without the setting these headers are ignored: anyone can send them.
+        # Outermost: the customers' pages (hub.web.customers) see the same client.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     return app
 
 

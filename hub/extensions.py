@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from flask import Flask
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -26,7 +27,21 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-db = SQLAlchemy(model_class=Base)
+class HubSQLAlchemy(SQLAlchemy):
+    """Flask-SQLAlchemy, able to give a second app the engines of the first."""
+
+    def share_engines(self, app: Flask, source: Flask) -> None:
+        """Let `app` use `source`'s engines (and so its connection pools) and sessions.
+
+        The customers' pages run on an app of their own (hub.web.customers); a second
+        `init_app` would open a second pool per process.
+        """
+        app.extensions["sqlalchemy"] = self
+        self._app_engines[app] = self._app_engines[source]
+        app.teardown_appcontext(self._teardown_session)
+
+
+db = HubSQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()

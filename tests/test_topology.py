@@ -253,7 +253,11 @@ def test_topology_surveys_and_writes_back_exactly_once_through_kills(
         check_write_backs(app, org, scores)
 
         # 3. More work in flight, then a worker and the acting scheduler die.
-        handler.delay = 0.05  # a slower mail server: sends are still going at the kill
+        # A slow mail server (10 emails a second across both workers): sends are still
+        # going when the clicks below arrive, however busy the machine (at 0.05 s the
+        # sends once finished first beside another test process, and no worker was
+        # left to kill mid-send). It speeds up again after the kill.
+        handler.delay = 0.2
         batch_two = add_eligible(
             org,
             MORE_TICKETS,
@@ -298,6 +302,7 @@ def test_topology_surveys_and_writes_back_exactly_once_through_kills(
             in_flight = delivery_states(app, survey_id)
             processes.kill(victim)
             processes.kill("scheduler-a")
+            handler.delay = 0.02
             lap("killed")
         finally:
             clicks.join(timeout=120)

@@ -7,7 +7,6 @@ from pathlib import Path
 from flask import Blueprint
 from flask import Flask
 from flask import render_template
-from flask import request
 from flask_babel import get_locale
 from flask_wtf.csrf import CSRFError
 
@@ -26,6 +25,7 @@ def register_web(app: Flask) -> None:
     """Mount the hub's blueprints, login handling and friendly error pages."""
     from hub.web.api_reference import bp as api_reference_bp
     from hub.web.auth import bp as auth_bp
+    from hub.web.customers import mount_customer_pages
     from hub.web.deliveries import bp as deliveries_bp
     from hub.web.health import bp as health_bp
     from hub.web.home import bp as home_bp
@@ -35,7 +35,6 @@ def register_web(app: Flask) -> None:
     from hub.web.operations import bp as operations_bp
     from hub.web.outbox import bp as outbox_bp
     from hub.web.people import bp as people_bp
-    from hub.web.public import bp as public_bp
     from hub.web.reports import bp as reports_bp
     from hub.web.security import init_security
     from hub.web.setup import bp as setup_bp
@@ -53,9 +52,8 @@ def register_web(app: Flask) -> None:
     init_request_metrics(app)
     app.register_blueprint(auth_bp)
     app.register_blueprint(home_bp)
-    app.register_blueprint(public_bp)
-    # The customers' pages have no rate limits: spare them the limiter's per-request work.
-    app.extensions["hub"].limiter.request_filter(lambda: request.blueprint == public_bp.name)
+    # The customers' pages (/r/, /u/) run on a lean app of their own in front of this one.
+    mount_customer_pages(app)
     app.register_blueprint(outbox_bp)
     app.register_blueprint(setup_bp)
     app.register_blueprint(invitations_bp)

@@ -20,7 +20,6 @@ from sqlalchemy.orm import contains_eager
 from sqlalchemy.orm import joinedload
 
 from hub.contracts import Metric
-from hub.extensions import csrf
 from hub.extensions import db
 from hub.i18n import survey_language
 from hub.links import LinkExpired
@@ -44,11 +43,11 @@ from hub.surveys import metric_named
 from hub.surveys import settings_of
 from hub.surveys import text_color_on
 
+#: Served by the customers' own app (hub.web.customers), which has no CSRF protection:
+#: the signed token in the URL is the customer's credential; a CSRF cookie would only
+#: make answers fail for people whose mail app blocks cookies, and the one-click
+#: unsubscribe POST comes from mail providers, which never have one.
 bp = Blueprint("public", __name__)
-# The signed token in the URL is the customer's credential; a CSRF cookie would only
-# make answers fail for people whose mail app blocks cookies, and the one-click
-# unsubscribe POST comes from mail providers, which never have one.
-csrf.exempt(bp)
 
 
 class PublicPageError(Exception):
