@@ -5,6 +5,8 @@ same headers, and behind the same reverse-proxy handling."""
 from __future__ import annotations
 
 from flask import request
+from flask import session
+from flask.sessions import NullSession
 
 from hub.app import create_app
 from hub.extensions import db
@@ -30,6 +32,8 @@ def test_the_admin_stack_does_not_run_for_customers(app, client):
     assert page.status_code == 200
     assert hub_requests == []  # served by the customers' app
     assert "Set-Cookie" not in page.headers  # no session, no remember-me cookie
+    with app.extensions["hub.customers"].test_request_context(f"/r/{token}/9"):
+        assert isinstance(session, NullSession)  # no cookie read or signed
 
     assert client.get("/login").status_code == 200
     assert hub_requests == ["/login"]

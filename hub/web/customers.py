@@ -22,8 +22,12 @@ from collections.abc import Iterable
 
 from babel.support import NullTranslations
 from flask import Flask
+from flask import Request
+from flask import Response
 from flask import g
 from flask import render_template
+from flask.sessions import SessionInterface
+from flask.sessions import SessionMixin
 from flask_babel import get_translations
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -35,6 +39,17 @@ from hub.i18n import DEFAULT_LANGUAGE
 CUSTOMER_PREFIXES = ("/r/", "/u/")
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+class NoSessions(SessionInterface):
+    """No session cookie: a customer's page needs none (the link is the credential),
+    and reading and signing one was a few percent of the rating page."""
+
+    def open_session(self, app: Flask, request: Request) -> None:
+        return None  # Flask then uses a null session, which is never saved
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        return None
 
 
 class CustomerDispatcher:
@@ -96,6 +111,7 @@ def create_customer_app(hub: Flask) -> Flask:
         static_folder=None,
     )
     app.config = hub.config
+    app.session_interface = NoSessions()
     app.extensions = hub.extensions
     db.share_engines(app, hub)
     app.jinja_env.add_extension("jinja2.ext.i18n")
