@@ -20,7 +20,7 @@ PYTEST_WORKERS ?= 0
 test: $(VENV)/.installed-test $(AXE)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxprocesses=4 $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --durations=30 $(PYTEST_ARGS)
 
 # The benchmarks (docs/performance.md): each prints its ratio against a baseline measured in
 # the same run as its last line. They need PostgreSQL (DATABASE_URL, else the local `test`
