@@ -42,7 +42,7 @@ REPEAT_SHARE = 0.3
 RECENT = 200
 
 
-def build_org(conversations: int, seed_value: int = 12):
+def build_org(conversations: int, seed_value: int = 12, now=None):
     """The sandbox's seeded org plus `conversations` resolved email conversations, all
     older than a 48-hour delay and resolved within the last four weeks.
 
@@ -53,7 +53,7 @@ def build_org(conversations: int, seed_value: int = 12):
     from surveyhub_kustomer.sandbox.org import seed
 
     rng = random.Random(seed_value)
-    seeded = seed(eligible=0)
+    seeded = seed(now=now, eligible=0)
     org = seeded.org
     agent = next(iter(org.users))
     people: list[str] = []

@@ -125,11 +125,12 @@ def install_fast_search(app, org) -> None:
     app.view_functions["search"] = search
 
 
-def make_sandbox(conversations: int, fast_search: bool = False, open_ones: int = 0):
-    """(app, seeded org, distinct customers of the added conversations, open ids)."""
+def make_sandbox(conversations: int, fast_search: bool = False, open_ones: int = 0, now=None):
+    """(app, seeded org, distinct customers of the added conversations, open ids); `now`
+    is the org's clock (default: the current second)."""
     from datetime import timedelta
 
-    seeded, customers = build_org(conversations)
+    seeded, customers = build_org(conversations, now=now)
     agent = next(iter(seeded.org.users))
     opened = [
         seeded.org.add_conversation(

@@ -40,9 +40,11 @@ def line(lines: list[str], prefix: str) -> str:
 
 
 def test_the_fast_search_answers_as_the_sandbox_does():
-    app, seeded, _customers, _open = make_sandbox(450, fast_search=True)
-    own, _, _, _ = make_sandbox(450)
-    now = datetime.now(UTC)
+    # One clock for both: built a second apart on a busy machine, their timestamps
+    # differed by that second.
+    now = datetime.now(UTC).replace(microsecond=0)
+    app, seeded, _customers, _open = make_sandbox(450, fast_search=True, now=now)
+    own, _, _, _ = make_sandbox(450, now=now)
     headers = {"Authorization": f"Bearer {seeded.api_key}"}
     conversations = list(seeded.org.conversations.values())
     middle = sorted(c["attributes"]["updatedAt"] for c in conversations)[200]
