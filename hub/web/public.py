@@ -59,8 +59,8 @@ class PublicPageError(Exception):
         self.status = status
 
 
-@bp.after_request
 def private_page(response):
+    """Every answer of the customers' app (hub.web.customers registers it)."""
     # The URL is the customer's credential: keep it out of caches, other sites' Referer
     # headers and other sites' frames.
     response.headers["Cache-Control"] = "no-store"
