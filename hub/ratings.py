@@ -7,15 +7,19 @@ from datetime import datetime
 from datetime import timedelta
 
 from flask import current_app
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from hub.extensions import db
 from hub.extensions import rows_kept
 from hub.models import Delivery
 from hub.models import Rating
+from hub.models import WriteBack
 from hub.models import utcnow
 from hub.pipeline.writeback import enqueue_if_due
+from hub.pipeline.writeback import new_write_back
 from hub.pipeline.writeback import stage_write_back
 from hub.webhooks.events import comment_added
 from hub.webhooks.events import rating_changed
@@ -75,7 +79,7 @@ def record_score(
             # plugins: no SELECTs to read back what was just written.
             with rows_kept():
                 db.session.commit()
-                enqueue_if_due(write_back, now)
+                enqueue_if_due(write_back.id, write_back.next_attempt_at, now)
                 current_app.extensions["hub"].registry.rating_received(rating)
         except IntegrityError:
             # A concurrent click created the rating or its write-back first: apply ours
@@ -108,9 +112,9 @@ def _apply_score(
         db.session.add(rating)
         db.session.flush()  # a concurrent first click makes this fail: unique delivery
         set_committed_value(delivery, "rating", rating)  # a rollback expires it again
+    elif unchanged(rating.value, rating.scale, rating.suspected_scanner, value, scale, automatic):
+        return None
     elif rating.value == value and rating.scale == scale:
-        if not (rating.suspected_scanner and not automatic):
-            return None
         # The person confirms the score a scanner happened to leave: it now counts.
         rating.suspected_scanner, rating.created_at = False, now
     elif rating.suspected_scanner:
@@ -123,6 +127,71 @@ def _apply_score(
         raise RatingLocked(rating)
     else:
         rating.value, rating.scale = value, scale
+    return rating
+
+
+def unchanged(
+    value: int, scale: int, suspected_scanner: bool, new_value: int, new_scale: int, automatic: bool
+) -> bool:
+    """Whether a score submitted again leaves a rating as it is (the same score, unless
+    the person confirms one a mail scanner left)."""
+    return (value, scale) == (new_value, new_scale) and not (suspected_scanner and not automatic)
+
+
+#: Built once: the statement cache then knows them (`.values()` would build new ones).
+_NEW_RATING = insert(Rating)
+_NEW_WRITE_BACK = insert(WriteBack)
+
+
+def record_first_score(
+    delivery_id: int,
+    survey_id: int,
+    agent_ref: str | None,
+    value: int,
+    scale: int,
+    now: datetime | None = None,
+) -> Rating | None:
+    """Store the first score of a delivery that has none, and its write-back, in the
+    session's transaction (with anything the caller added to it); None when a
+    concurrent click stored one first (then nothing is kept: apply the score with
+    `record_score`, which changes the rating that click made).
+
+    What `record_score` does for a first score, as two Core INSERTs instead of unit of
+    work flushes: a customer's answer is the hub's busiest write (docs/performance.md).
+    The rating is the person's own (a first score is never a scanner's burst) and the
+    webhooks, write-back and plugins see it as they do from `record_score`.
+    """
+    now = now or utcnow()
+    connection = db.session.connection()
+    columns = {
+        "delivery_id": delivery_id,
+        "survey_id": survey_id,
+        "agent_ref": agent_ref,
+        "value": value,
+        "scale": scale,
+        "comment": "",
+        "commented_at": None,
+        "suspected_scanner": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+    try:
+        (rating_id,) = connection.execute(_NEW_RATING, columns).inserted_primary_key
+        staged = new_write_back(rating_id, "score", now)
+        (write_back_id,) = connection.execute(_NEW_WRITE_BACK, staged).inserted_primary_key
+        # The row as the session's own, without reading it back: webhooks and plugins
+        # take a Rating.
+        rating = Rating(id=rating_id, **columns)
+        make_transient_to_detached(rating)
+        db.session.add(rating)
+        rating_changed(rating, True, now, scanner_news=False)
+        with rows_kept():
+            db.session.commit()
+    except IntegrityError:
+        db.session.rollback()  # a concurrent first click: its rating stands
+        return None
+    enqueue_if_due(write_back_id, staged["next_attempt_at"], now)
+    current_app.extensions["hub"].registry.rating_received(rating)
     return rating
 
 
@@ -143,7 +212,7 @@ def record_comment(rating: Rating, comment: str, now: datetime | None = None) ->
             with rows_kept():  # as for a score: no SELECTs to read back what was written
                 db.session.commit()
                 if write_back is not None:
-                    enqueue_if_due(write_back, now)
+                    enqueue_if_due(write_back.id, write_back.next_attempt_at, now)
                 current_app.extensions["hub"].registry.comment_received(rating)
         except IntegrityError:
             db.session.rollback()

@@ -16,6 +16,7 @@ from flask import current_app
 from marshmallow import ValidationError
 from redis.exceptions import RedisError
 from rq import get_current_job
+from sqlalchemy import Row
 from sqlalchemy import select
 from sqlalchemy import update
 from sqlalchemy.orm import joinedload
@@ -57,7 +58,6 @@ from hub.suppressions import not_suppressed
 from hub.surveys import settings_of
 from hub.webhooks.events import active_subscriptions
 from hub.webhooks.events import delivery_sent
-from hub.webhooks.models import WebhookSubscription
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ class Batch:
     own_writes: dict[str, Any]
     checks: RequesterChecks
     key: bytes
-    active: list[WebhookSubscription]
+    active: list[Row]  # active_subscriptions()
     now: datetime
     settings: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: Emails sent whose outcome waits to be written with the next statement that

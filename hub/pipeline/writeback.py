@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import datetime
 from datetime import timedelta
 
@@ -74,23 +75,35 @@ def stage_write_back(
         )
         if touched.rowcount == 1:  # the session's copy was updated alongside
             return waiting
-    write_back = WriteBack(
-        rating_id=rating.id,
-        kind=kind,
-        next_attempt_at=now + grace if kind == "score" and grace else None,
-    )
-    db.session.add(write_back)
-    db.session.flush()
-    # One note per write-back: its id makes the note's externalId, so retries find it.
-    write_back.note_external_id = f"surveyhub:{rating.id}:{write_back.id}"
+    write_back = WriteBack(**new_write_back(rating.id, kind, now))
+    db.session.add(write_back)  # inserted by the caller's commit
     return write_back
 
 
-def enqueue_if_due(write_back: WriteBack, now: datetime) -> None:
+def new_write_back(rating_id: int, kind: str, now: datetime) -> dict:
+    """The columns of a new pending write-back (for the ORM and for Core inserts).
+
+    A score waits the grace time (`HUB_WRITEBACK_GRACE`), a comment goes at once. The
+    note's externalId is one per write-back, so a retry finds the note an earlier try
+    posted; it is made before the row is inserted (a random part, not the row's id), so
+    a new write-back is one INSERT, not an INSERT and an UPDATE.
+    """
+    grace = timedelta(seconds=current_app.config["HUB_WRITEBACK_GRACE"])
+    return {
+        "rating_id": rating_id,
+        "kind": kind,
+        "next_attempt_at": now + grace if kind == "score" and grace else None,
+        "note_external_id": f"surveyhub:{rating_id}:{secrets.token_hex(6)}",
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def enqueue_if_due(write_back_id: int, next_attempt_at: datetime | None, now: datetime) -> None:
     """After the commit: hand a write-back that is due now to a worker (the reconciler
     picks up the others when their grace time is over)."""
-    if write_back.next_attempt_at is None or write_back.next_attempt_at <= now:
-        enqueue_write_back(write_back.id)
+    if next_attempt_at is None or next_attempt_at <= now:
+        enqueue_write_back(write_back_id)
 
 
 def enqueue_write_back(write_back_id: int) -> bool:

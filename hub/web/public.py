@@ -28,13 +28,16 @@ from hub.links import check_not_expired
 from hub.links import read_rating_token
 from hub.links import read_unsubscribe_token
 from hub.models import Delivery
+from hub.models import Rating
 from hub.models import Survey
 from hub.models import utcnow
 from hub.ratings import MAX_COMMENT_LENGTH
 from hub.ratings import RatingLocked
 from hub.ratings import rating_for
 from hub.ratings import record_comment
+from hub.ratings import record_first_score
 from hub.ratings import record_score
+from hub.ratings import unchanged
 from hub.suppressions import is_suppressed
 from hub.suppressions import suppress
 from hub.surveys import MetricMissing
@@ -99,6 +102,28 @@ _OPENED = (
     update(Delivery)
     .where(Delivery.id == bindparam("delivery_id"), Delivery.opened_at.is_(None))
     .values(opened_at=bindparam("now"))
+)
+#: An answer's first look: the delivery, its survey and its rating's score (if any) as
+#: one narrow row; a first score is stored from it (the ORM rows are read only to
+#: change a rating).
+_ANSWERED = (
+    select(
+        Delivery.id,
+        Delivery.agent_ref,
+        Delivery.locale,
+        Delivery.opened_at,
+        Delivery.survey_id,
+        Survey.metric,
+        Survey.scale,
+        Survey.settings,
+        Rating.id.label("rating_id"),
+        Rating.value.label("rated_value"),
+        Rating.scale.label("rated_scale"),
+        Rating.suspected_scanner.label("rated_by_scanner"),
+    )
+    .join(Survey, Survey.id == Delivery.survey_id)
+    .outerjoin(Rating, Rating.delivery_id == Delivery.id)
+    .where(Delivery.id == bindparam("delivery_id"))
 )
 #: The pages that record or read an answer: the delivery with its survey and its rating
 #: (if any) as ORM rows, in one statement.
@@ -202,17 +227,41 @@ def rate(token: str, score: int):
 
 @bp.post("/r/<token>/<int(signed=True):score>")
 def record(token: str, score: int):
-    """Record the score (the rating page submits this itself), then ask for a comment."""
+    """Record the score (the rating page submits this itself), then ask for a comment.
+
+    A first score (the usual answer) is stored from one narrow row with Core
+    statements, the page's first opening noted in the same transaction; the same score
+    again changes nothing. Changing a score reads the delivery's ORM rows and goes
+    through `record_score`, as does a first score a concurrent click stored first.
+    """
+    delivery_id, issued_at = _read_token(token)
+    automatic = request.form.get("auto") == "1"
+    connection = db.session.connection()
+    row = connection.execute(_ANSWERED, {"delivery_id": delivery_id}).one_or_none()
+    if row is None:
+        raise PublicPageError("public/link_invalid.html", 404)
+    metric, _ = _survey_page(row.survey_id, row.metric, row.settings, row.locale, issued_at)
+    _point(metric, row.scale, score)
+    done = redirect(url_for("public.comment", token=token), code=303)
+    if row.rating_id is None:
+        if row.opened_at is None:  # see _opened
+            connection.execute(_OPENED, {"delivery_id": delivery_id, "now": utcnow()})
+        if record_first_score(row.id, row.survey_id, row.agent_ref, score, row.scale):
+            return done
+    elif unchanged(
+        row.rated_value, row.rated_scale, row.rated_by_scanner, score, row.scale, automatic
+    ):
+        return done  # the same score again (the page reloaded): nothing to store
     delivery, metric, settings = _load(token)
     scale = delivery.survey.scale
     _point(metric, scale, score)
     _opened(delivery.id, delivery.opened_at)  # the page was shown first: usually noted
     try:
-        record_score(delivery, score, scale, automatic=request.form.get("auto") == "1")
+        record_score(delivery, score, scale, automatic=automatic)
     except RatingLocked as locked:
         top = metric.highest(scale)
         return render_template("public/already.html", rating=locked.rating, top=top), 409
-    return redirect(url_for("public.comment", token=token), code=303)
+    return done
 
 
 @bp.route("/r/<token>/comment", methods=["GET", "POST"])

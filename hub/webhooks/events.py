@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import current_app
+from sqlalchemy import Row
 from sqlalchemy import Select
 from sqlalchemy import delete
 from sqlalchemy import event as sa_event
@@ -63,7 +64,7 @@ def group_of(survey: Survey, value: int, scale: int) -> str | None:
         return None
 
 
-def _matches(sub: WebhookSubscription, event_type: str, survey: Survey | None, group) -> bool:
+def _matches(sub: WebhookSubscription | Row, event_type: str, survey: Survey | None, group) -> bool:
     if event_type not in (sub.events or []):
         return False
     if sub.survey_id is not None and (survey is None or survey.id != sub.survey_id):
@@ -83,7 +84,7 @@ def record_event(
     now: datetime | None = None,
     delay: timedelta | None = None,
     only: WebhookSubscription | None = None,
-    active: list[WebhookSubscription] | None = None,
+    active: list[Row] | None = None,
 ) -> WebhookEvent | None:
     """Add the event and its messages to the session (the caller commits); None when no
     active subscription wants it. `delay` holds the messages back that long; `only`
@@ -162,11 +163,16 @@ def rating_changed(rating: Rating, created: bool, now: datetime, scanner_news: b
         return
     if created and scanner_news and rating.id is not None:
         _cancel_scanner_news(rating.id, now)
+    active = active_subscriptions()
+    if not active:  # the usual case: nothing to word, no survey to read
+        return
     survey = db.session.get(Survey, rating.survey_id)
     facts, group = _rating_facts(rating, survey)
     grace = timedelta(seconds=current_app.config.get("HUB_WRITEBACK_GRACE") or 0)
     kind = RATING_CREATED if created else RATING_UPDATED
-    record_event(kind, facts, survey=survey, group=group, now=now, delay=grace or None)
+    record_event(
+        kind, facts, survey=survey, group=group, now=now, delay=grace or None, active=active
+    )
 
 
 def _cancel_scanner_news(rating_id: int, now: datetime) -> None:
@@ -195,21 +201,34 @@ def comment_added(rating: Rating, now: datetime) -> None:
     """`comment.created`, in the transaction storing a new, non-empty comment."""
     if not rating.comment or rating.suspected_scanner:
         return
+    active = active_subscriptions()
+    if not active:
+        return
     survey = db.session.get(Survey, rating.survey_id)
     facts, group = _rating_facts(rating, survey)
-    record_event(COMMENT_CREATED, facts, survey=survey, group=group, now=now)
+    record_event(COMMENT_CREATED, facts, survey=survey, group=group, now=now, active=active)
 
 
-def active_subscriptions() -> list[WebhookSubscription]:
-    """The active subscriptions: read once by a job that records an event per email
-    (a subscription saved meanwhile gets the events of the jobs that start after)."""
-    query = select(WebhookSubscription).where(WebhookSubscription.active.is_(True))
-    return list(db.session.execute(query).scalars())
+#: What deciding who wants an event needs of each active subscription.
+_ACTIVE = select(
+    WebhookSubscription.id,
+    WebhookSubscription.events,
+    WebhookSubscription.survey_id,
+    WebhookSubscription.metric,
+    WebhookSubscription.score_group,
+).where(WebhookSubscription.active.is_(True))
 
 
-def delivery_sent(
-    delivery: Delivery, now: datetime, active: list[WebhookSubscription] | None = None
-) -> None:
+def active_subscriptions() -> list[Row]:
+    """The active subscriptions (id, events and filters): read once by a job that
+    records an event per email (a subscription saved meanwhile gets the events of the
+    jobs that start after), and by every answer. Plain rows on the session's
+    connection, not ORM objects: most hubs have none, and an answer's unit of work
+    has nothing to flush first."""
+    return list(db.session.connection().execute(_ACTIVE))
+
+
+def delivery_sent(delivery: Delivery, now: datetime, active: list[Row] | None = None) -> None:
     """`delivery.sent`, in the transaction marking the survey email sent."""
     survey = delivery.survey
     facts = {"delivery_id": delivery.id, "survey_id": survey.id, "ticket_id": delivery.ticket_id}
