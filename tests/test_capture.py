@@ -75,6 +75,48 @@ def test_the_post_records_the_raw_value_and_scale(app, client, token, events, de
     assert events.ratings == [(delivery_id, 9)]
 
 
+def test_the_hook_reaches_the_ticket_and_survey_as_documented(app, client, token):
+    """docs/hooks.md: `rating.delivery` leads to the ticket and the survey, for a first
+    score (stored with Core statements) as for a changed one (ORM rows)."""
+    seen = []
+
+    class Reader:
+        @hookimpl
+        def rating_received(self, rating):
+            delivery = rating.delivery
+            seen.append((delivery.ticket_id, delivery.survey.metric, rating.value, rating.id))
+
+    app.extensions["hub"].registry._pm.register(Reader())
+    assert client.post(f"/r/{token}/9").status_code == 303
+    assert client.post(f"/r/{token}/3").status_code == 303
+    (rating,) = ratings(app)
+    with app.app_context():
+        ticket = db.session.get(Rating, rating.id).delivery.ticket_id
+    assert seen == [(ticket, "nps", 9, rating.id), (ticket, "nps", 3, rating.id)]
+
+
+def test_a_first_score_that_lost_the_race_keeps_nothing(app, delivery_id):
+    """Two first clicks both read "not rated": the second INSERT is refused by the unique
+    delivery, its write-back is not kept either, and the view then changes the rating
+    the first one made (record_score)."""
+    from hub.models import Delivery
+    from hub.models import WriteBack
+    from hub.ratings import record_first_score
+
+    with app.test_request_context():
+        delivery = db.session.get(Delivery, delivery_id)
+        args = (delivery.id, delivery.survey_id, delivery.agent_ref)
+        db.session.rollback()
+        first = record_first_score(*args, 9, 11)
+        assert first is not None and first.value == 9
+        first_id = first.id
+        assert record_first_score(*args, 4, 11) is None
+        kept = db.session.execute(select(Rating.value)).scalars().all()
+        write_backs = db.session.execute(select(WriteBack)).scalars().all()
+    assert kept == [9]
+    assert [w.rating_id for w in write_backs] == [first_id]
+
+
 def test_repeated_posts_are_idempotent(app, client, token, events):
     client.post(f"/r/{token}/9")
     client.post(f"/r/{token}/9")
