@@ -245,13 +245,19 @@ def runner(app):
 @pytest.fixture
 def subprocess_env(tmp_path):
     """Environment for `surveyhub` subprocesses: the venv's binaries and test settings."""
+    return subprocess_environment(tmp_path)
+
+
+def subprocess_environment(folder: Path) -> dict[str, str]:
+    """What `subprocess_env` gives, with the instance folder in `folder` (for fixtures
+    wider than one test)."""
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("HUB_", "PYTEST_")) and key not in {"DATABASE_URL", "REDIS_URL"}
     }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["HUB_INSTANCE_PATH"] = str(tmp_path / "instance")
+    env["HUB_INSTANCE_PATH"] = str(folder / "instance")
     env["HUB_SECRET_KEY"] = TEST_SECRET
     env["HUB_BASE_URL"] = "http://127.0.0.1:5000"
     env["PYTHONUNBUFFERED"] = "1"

@@ -13,6 +13,7 @@ import requests
 
 from tests.conftest import ROOT
 from tests.conftest import free_port
+from tests.conftest import subprocess_environment
 from tests.conftest import wait_for_http
 
 pytestmark = pytest.mark.slow
@@ -20,9 +21,12 @@ pytestmark = pytest.mark.slow
 TWENTY_MB = 20 * 1024 * 1024
 
 
-@pytest.fixture
-def gunicorn(subprocess_env, tmp_path):
-    env = dict(subprocess_env, DATABASE_URL=f"sqlite:///{tmp_path / 'hub.db'}")
+@pytest.fixture(scope="module")
+def gunicorn(tmp_path_factory):
+    """One gunicorn for the module (each test reads its own answers; starting one per
+    test cost seconds each)."""
+    folder = tmp_path_factory.mktemp("limits")
+    env = dict(subprocess_environment(folder), DATABASE_URL=f"sqlite:///{folder / 'hub.db'}")
     subprocess.run(["surveyhub", "db", "upgrade"], env=env, check=True, capture_output=True)
     port = free_port()
     process = subprocess.Popen(
