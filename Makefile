@@ -27,7 +27,7 @@ test: $(VENV)/.installed-test $(AXE)
 # database), as `make test` does. The sizes keep the whole under 15 minutes on 2 cores;
 # the issue's full sizes: make bench BENCH_SCAN_SEND=10000 BENCH_SCAN_MEMORY=100000.
 BENCH_SCAN_SEND ?= 2000
-BENCH_SCAN_MEMORY ?= 5000
+BENCH_SCAN_MEMORY ?= 10000
 BENCH_EXPORT ?= 1000000
 BENCH_REPORT ?= 1000000
 BENCH_CAPTURE ?= 3 3

@@ -68,7 +68,7 @@ KINDS = ("GET", "GET first view", "POST")
 #: Links viewed over and over by the GET runs.
 VIEWS = 2000
 #: Links per POST (or first-view) run and second: more than any app answers here.
-PER_SECOND = 1200
+PER_SECOND = 4000
 THREADS = 2
 GOALS = {
     ("GET", "floor"): 0.9,

@@ -58,8 +58,10 @@ class HorsePeak:
         while not self._stop.is_set():
             try:
                 for child in self.worker.children():
-                    self.last = child.memory_info().rss
-                    self.peak = max(self.peak, self.last)
+                    rss = child.memory_info().rss
+                    if rss:  # 0: a work horse that exited and awaits reaping (a zombie)
+                        self.last = rss
+                        self.peak = max(self.peak, rss)
             except psutil.Error:
                 pass
             time.sleep(0.02)
