@@ -130,3 +130,15 @@ def test_the_comment_page_notes_a_first_opening_in_one_statement(app, client, li
     assert client.get(f"/r/{token}/comment").status_code == 200  # no score yet: choose one
     assert statements == ["SELECT deliveries", "UPDATE deliveries"]
     assert opened_at(app, delivery_id) is not None
+
+
+def test_the_same_score_again_notes_an_opening_never_noted(app, client, link):
+    """A delivery rated before openings were recorded: posting its score again notes it,
+    as any answer does."""
+    delivery_id, token = link
+    assert client.post(f"/r/{token}/9").status_code == 303
+    with app.app_context():
+        db.session.get(Delivery, delivery_id).opened_at = None
+        db.session.commit()
+    assert client.post(f"/r/{token}/9").status_code == 303
+    assert opened_at(app, delivery_id) is not None

@@ -251,7 +251,8 @@ def record(token: str, score: int):
     elif unchanged(
         row.rated_value, row.rated_scale, row.rated_by_scanner, score, row.scale, automatic
     ):
-        return done  # the same score again (the page reloaded): nothing to store
+        _opened(delivery_id, row.opened_at)  # as any answer does (rows from before opens)
+        return done  # the same score again (the page reloaded): nothing else to store
     delivery, metric, settings = _load(token)
     scale = delivery.survey.scale
     _point(metric, scale, score)
