@@ -18,6 +18,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -210,16 +211,24 @@ def hub_env(
     return env
 
 
+#: make_app sets this process's environment and runs Alembic, whose context is global:
+#: one app at a time (a benchmark may run two stacks side by side in threads).
+_MAKING_APP = threading.Lock()
+
+
 def make_app(env: dict[str, str]):
     """The hub's app in this process, configured like its workers (migrated)."""
-    os.environ.update({k: v for k, v in env.items() if k.startswith("HUB_") or k.endswith("_URL")})
     from flask_migrate import upgrade
 
     from hub.app import create_app
 
-    app = create_app()
-    with app.app_context():
-        upgrade()
+    with _MAKING_APP:
+        os.environ.update(
+            {k: v for k, v in env.items() if k.startswith("HUB_") or k.endswith("_URL")}
+        )
+        app = create_app()
+        with app.app_context():
+            upgrade()
     return app
 
 

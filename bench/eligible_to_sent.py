@@ -3,12 +3,13 @@
 Run: .venv/bin/python bench/eligible_to_sent.py [scan interval seconds] [tickets]
      (defaults 30 and 3)
 
-Each of two runs starts its own stack on a fresh PostgreSQL schema and a private
-redis-server: gunicorn (one worker, receiving the sandbox's webhooks), `surveyhub
-scheduler` (tick 1 s, reconciler every 5 s) and one `surveyhub worker`, with the Kustomer
-sandbox (its own process) and an SMTP sink. A CSAT survey with a delay of 0 hours is
-activated; a ticket is eligible the moment the sandbox resolves it
-(`/__sandbox/conversations/<id>/resolve`), and "sent" is the delivery's `sent_at`.
+Each of two runs (side by side, in two threads) starts its own stack on a fresh
+PostgreSQL schema and a private redis-server: gunicorn (one worker, receiving the
+sandbox's webhooks), `surveyhub scheduler` (tick 1 s, reconciler every 5 s) and one
+`surveyhub worker`, with the Kustomer sandbox (its own process) and an SMTP sink. A
+CSAT survey with a delay of 0 hours is activated; a ticket is eligible the moment the
+sandbox resolves it (`/__sandbox/conversations/<id>/resolve`), and "sent" is the
+delivery's `sent_at`.
 
 1. webhooks: the connection's Kustomer webhook is registered, so the sandbox posts each
    resolution to the hub; polling is out of the way (scan interval 1 hour). Goal <= 60 s.
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -157,8 +159,12 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     interval = float(sys.argv[1]) if len(sys.argv) > 1 else 30.0
     tickets = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    hooked = run(True, 3600, tickets)
-    polled = run(False, interval, tickets)
+    # The two runs share nothing (each its own sandbox, schema, Redis and processes):
+    # side by side, the script takes the longer run's time, not the sum.
+    with ThreadPoolExecutor(2) as pool:
+        hooked_run = pool.submit(run, True, 3600, tickets)
+        polled_run = pool.submit(run, False, interval, tickets)
+        hooked, polled = hooked_run.result(), polled_run.result()
     hook_ratio = max(hooked) / WEBHOOK_GOAL
     poll_goal = interval + POLLING_SLACK
     poll_ratio = max(polled) / poll_goal
