@@ -43,10 +43,8 @@ def wait_for(predicate, timeout=20.0, interval=0.05):
     return False
 
 
-def test_worker_process_runs_jobs_in_an_app_context(app, subprocess_env, redis_client):
-    """The heartbeat job needs `current_app` and `db.session`, on SQLite and PostgreSQL."""
-    with app.app_context():
-        job = enqueue(heartbeat)
+def run_burst_worker(app, subprocess_env, job) -> subprocess.CompletedProcess:
+    """`surveyhub worker --burst` over the queued jobs; `job` must have finished."""
     result = subprocess.run(
         ["surveyhub", "worker", "--burst"],
         env=worker_env(subprocess_env, app),
@@ -57,6 +55,14 @@ def test_worker_process_runs_jobs_in_an_app_context(app, subprocess_env, redis_c
     assert result.returncode == 0, result.stderr
     job.refresh()
     assert job.get_status() == JobStatus.FINISHED
+    return result
+
+
+def test_worker_process_runs_jobs_in_an_app_context(app, subprocess_env, redis_client):
+    """The heartbeat job needs `current_app` and `db.session`, on SQLite and PostgreSQL."""
+    with app.app_context():
+        job = enqueue(heartbeat)
+    result = run_burst_worker(app, subprocess_env, job)
     assert redis_client.get(HEARTBEAT_KEY).decode() == job.return_value()
     # Every log line written during the job names it.
     assert f"[job {job.id}] hub.jobs: heartbeat" in result.stderr + result.stdout
@@ -67,16 +73,7 @@ def test_work_horses_inherit_the_workers_objects_frozen(app, subprocess_env, red
     collections skip them (docs/performance.md: about 0.1 s per job otherwise)."""
     with app.app_context():
         job = enqueue("gc.get_freeze_count")
-    result = subprocess.run(
-        ["surveyhub", "worker", "--burst"],
-        env=worker_env(subprocess_env, app),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    job.refresh()
-    assert job.get_status() == JobStatus.FINISHED
+    run_burst_worker(app, subprocess_env, job)
     assert job.return_value() > 50_000  # the modules and the app: frozen, not a handful
 
 

@@ -106,25 +106,13 @@ _OPENED = (
 #: An answer's first look: the delivery, its survey and its rating's score (if any) as
 #: one narrow row; a first score is stored from it (the ORM rows are read only to
 #: change a rating).
-_ANSWERED = (
-    select(
-        Delivery.id,
-        Delivery.agent_ref,
-        Delivery.locale,
-        Delivery.opened_at,
-        Delivery.survey_id,
-        Survey.metric,
-        Survey.scale,
-        Survey.settings,
-        Rating.id.label("rating_id"),
-        Rating.value.label("rated_value"),
-        Rating.scale.label("rated_scale"),
-        Rating.suspected_scanner.label("rated_by_scanner"),
-    )
-    .join(Survey, Survey.id == Delivery.survey_id)
-    .outerjoin(Rating, Rating.delivery_id == Delivery.id)
-    .where(Delivery.id == bindparam("delivery_id"))
-)
+_ANSWERED = _VIEW.add_columns(
+    Delivery.agent_ref,
+    Rating.id.label("rating_id"),
+    Rating.value.label("rated_value"),
+    Rating.scale.label("rated_scale"),
+    Rating.suspected_scanner.label("rated_by_scanner"),
+).outerjoin(Rating, Rating.delivery_id == Delivery.id)
 #: The pages that record or read an answer: the delivery with its survey and its rating
 #: (if any) as ORM rows, in one statement.
 _ANSWER = (
@@ -175,15 +163,21 @@ def _load(token: str) -> tuple[Delivery, Metric, dict]:
         # Showing the comment or thank-you page only reads (and may note the page
         # opened): no transaction, so no BEGIN and ROLLBACK round trips.
         db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    found = db.session.execute(_ANSWER, {"delivery_id": delivery_id})
-    delivery = found.unique().scalar_one_or_none()
-    if delivery is None:
-        raise PublicPageError("public/link_invalid.html", 404)
+    delivery = _answer_rows(delivery_id)
     survey = delivery.survey
     metric, settings = _survey_page(
         survey.id, survey.metric, survey.settings, delivery.locale, issued_at
     )
     return delivery, metric, settings
+
+
+def _answer_rows(delivery_id: int) -> Delivery:
+    """The delivery with its survey and rating as ORM rows (404 when it is gone)."""
+    found = db.session.execute(_ANSWER, {"delivery_id": delivery_id})
+    delivery = found.unique().scalar_one_or_none()
+    if delivery is None:
+        raise PublicPageError("public/link_invalid.html", 404)
+    return delivery
 
 
 def _opened(delivery_id: int, opened_at: datetime | None) -> None:
@@ -253,9 +247,9 @@ def record(token: str, score: int):
     ):
         _opened(delivery_id, row.opened_at)  # as any answer does (rows from before opens)
         return done  # the same score again (the page reloaded): nothing else to store
-    delivery, metric, settings = _load(token)
+    # The token, the survey's settings and the score were checked above.
+    delivery = _answer_rows(delivery_id)
     scale = delivery.survey.scale
-    _point(metric, scale, score)
     _opened(delivery.id, delivery.opened_at)  # the page was shown first: usually noted
     try:
         record_score(delivery, score, scale, automatic=automatic)
